@@ -1,0 +1,447 @@
+"""The typed config tree of a run (data / model / train / eval) and how it is read.
+
+A run config is a YAML file bound to nested dataclasses, plus ``key=value`` overrides from the
+command line (``train.max_steps=20``, ``model.path=/ckpt/Qwen2.5-VL-7B-Instruct``). Everything is
+checked here, before any model or image is loaded: unknown keys (with the closest valid key
+suggested), wrong types, impossible values and missing files each raise ``ConfigError`` naming
+the key and the fix. String values may use ``${data_root}`` and ``${output_dir}`` which are
+replaced after overrides are applied, so one recipe serves any machine.
+
+This module must not import torch or transformers: validation runs before anything heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cotrain.errors import ConfigError
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of the built-in synthetic data, generated under ``data.data_root`` if missing."""
+
+    seed: int = 0
+    """Seed of the generator; same seed, same images and records."""
+    n_scenes: int = 1200
+    """Number of ordinary scenes (all tasks except zoom draw from them)."""
+    n_large: int = 2
+    """Number of large (>= 8000 px) images for zoom questions."""
+    large_size: int = 8192
+    """Side of the large images in pixels."""
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset of the mixture: a canonical JSONL records file and where its images live."""
+
+    name: str = ""
+    """Unique name, used in logs and reports."""
+    records: str = ""
+    """Path of the canonical records JSONL file."""
+    image_root: str = ""
+    """Directory that record image paths are relative to."""
+    weight: float = 1.0
+    """Expected uses of each record per epoch (2.0 = twice, 0.3 = a fresh random 30%)."""
+    task: str | None = None
+    """Expected task of every record; a record of another task is an error. None = any."""
+    max_samples: int | None = None
+    """Use at most this many records (the first ones in file order)."""
+    min_pixels: int | None = None
+    """Per-dataset lower pixel budget of one image (default: data.min_pixels)."""
+    max_pixels: int | None = None
+    """Per-dataset upper pixel budget of one image (default: data.max_pixels)."""
+    random_resize: float = 0.0
+    """Probability of drawing a random target area in [min_pixels, max_pixels] (augmentation)."""
+    box_format: str = "quad"
+    """How boxes are written in answers: hbb | obb | quad."""
+    prompt_style: str = "plain"
+    """Answer style for boxes: plain lines or a fenced JSON list."""
+
+    def __post_init__(self) -> None:
+        if self.box_format not in ("hbb", "obb", "quad"):
+            raise ConfigError(f"dataset {self.name!r}: box_format={self.box_format!r}; use hbb, obb or quad")
+        if self.prompt_style not in ("plain", "json"):
+            raise ConfigError(f"dataset {self.name!r}: prompt_style={self.prompt_style!r}; use plain or json")
+        if not 0.0 <= self.random_resize <= 1.0:
+            raise ConfigError(f"dataset {self.name!r}: random_resize={self.random_resize} is a probability; "
+                              "use a value in [0, 1]")
+
+
+@dataclass
+class DataConfig:
+    """What the model is trained and evaluated on."""
+
+    data_root: str = "outputs/demo_data"
+    """Root directory substituted for ``${data_root}`` in paths."""
+    synthetic: SyntheticConfig | None = None
+    """If set, synthetic data is generated under data_root when missing."""
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    """Training datasets."""
+    eval_datasets: list[DatasetConfig] = field(default_factory=list)
+    """Held-out datasets evaluated at the end of training."""
+    min_pixels: int = 4 * 28 * 28
+    """Default lower pixel budget of one image."""
+    max_pixels: int = 256 * 28 * 28
+    """Default upper pixel budget of one image."""
+    max_length: int = 2048
+    """Longest token sequence of one sample; longer samples are skipped (counted)."""
+    seed: int = 0
+    """Seed of every data-side random choice (order, templates, resize)."""
+    on_bad_record: str = "skip"
+    """What a bad image/sample does at train time: skip (counted, logged) or raise."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+    def __post_init__(self) -> None:
+        if self.on_bad_record not in ("skip", "raise"):
+            raise ConfigError(f"data.on_bad_record={self.on_bad_record!r}; use skip or raise")
+        if self.min_pixels <= 0 or self.max_pixels < self.min_pixels:
+            raise ConfigError(f"data.min_pixels={self.min_pixels}, data.max_pixels={self.max_pixels}: "
+                              "need 0 < min_pixels <= max_pixels")
+
+
+@dataclass
+class TinyModelConfig:
+    """A random-init tiny model built from a config (tests, demo)."""
+
+    family: str = "qwen2_5_vl"
+    """Model family: qwen2_vl | qwen2_5_vl | qwen3_vl."""
+    hidden_size: int = 128
+    """Text hidden size (also the vision output size)."""
+    num_layers: int = 2
+    """Text decoder layers."""
+    vision_depth: int = 2
+    """Vision transformer blocks."""
+    seed: int = 0
+    """Seed of the random init."""
+
+
+@dataclass
+class ModelConfig:
+    """Which model to train and how to run it."""
+
+    path: str | None = None
+    """Local HF checkpoint directory. None = build the tiny random model below."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Used only when path is None."""
+    attn_implementation: str = "sdpa"
+    """flash_attention_2 | sdpa | eager | auto."""
+    dtype: str = "float32"
+    """float32 | bfloat16 | auto."""
+
+    def __post_init__(self) -> None:
+        if self.attn_implementation not in ("flash_attention_2", "sdpa", "eager", "auto"):
+            raise ConfigError(f"model.attn_implementation={self.attn_implementation!r}; "
+                              "use flash_attention_2, sdpa, eager or auto")
+        if self.dtype not in ("float32", "bfloat16", "auto"):
+            raise ConfigError(f"model.dtype={self.dtype!r}; use float32, bfloat16 or auto")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping."""
+
+    output_dir: str = "outputs/demo"
+    """Where checkpoints, metrics and the report go."""
+    epochs: float = 1.0
+    """Passes over the mixture (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1 = use epochs)."""
+    batch_size: int = 8
+    """Samples per device per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    learning_rate: float = 1e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.03
+    """Share of steps with linear warm-up."""
+    lr_scheduler: str = "cosine"
+    """HF scheduler name."""
+    logging_steps: int = 10
+    """Log every N optimizer steps."""
+    save_steps: int = 0
+    """Checkpoint every N steps (0 = only the final model)."""
+    seed: int = 0
+    """Seed of model-side randomness (dropout, init of new heads)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for activation memory."""
+    bf16: bool = False
+    """Mixed precision in bfloat16 (GPU)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate={self.learning_rate} must be > 0")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ConfigError("set train.max_steps > 0 or train.epochs > 0")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation at the end of training."""
+
+    enabled: bool = True
+    """Run evaluation after training."""
+    max_samples: int = 200
+    """At most this many records per eval dataset."""
+    batch_size: int = 16
+    """Prompts per generate call."""
+    max_new_tokens: int = 64
+    """Generation limit per answer."""
+    n_visualise: int = 6
+    """Number of images with predictions drawn on them written to the report."""
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data, model, training, evaluation."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run_name: str = "run"
+    """Name of the run; outputs go to train.output_dir."""
+
+
+# ----------------------------------------------------------------------------- binding
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
+        return _bind(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"{hint} Valid keys: {', '.join(valid)}."
+
+
+def _bind(cls: type, raw: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}.{_suggest(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    """Apply one override to the raw mapping, checking each key against the schema."""
+    parts = dotted.split(".")
+    cls: Any = RunConfig
+    node = raw
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise ConfigError(f"override {dotted!r}: {'.'.join(parts[:depth])!r} is not a section; "
+                              "overrides can set fields of sections only (lists are edited in the YAML)")
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            raise ConfigError(f"override {dotted!r}: unknown key {where!r}.{_suggest(part, names)}")
+        hint = typing.get_type_hints(cls)[part]
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        if typing.get_origin(hint) is list:
+            raise ConfigError(f"override {dotted!r}: {where!r} is a list; edit list entries in the YAML file")
+        inner = [a for a in (typing.get_args(hint) or (hint,)) if a is not type(None)]
+        cls = inner[0]
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value``; the value is read as a YAML scalar (``10`` -> int, ``true`` -> bool)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value (e.g. train.max_steps=20)")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+_VAR = re.compile(r"\$\{(data_root|output_dir)\}")
+
+
+def _substitute(obj: Any, variables: dict[str, str]) -> Any:
+    if isinstance(obj, str):
+        return _VAR.sub(lambda m: variables[m.group(1)], obj)
+    if isinstance(obj, list):
+        return [_substitute(v, variables) for v in obj]
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            setattr(obj, f.name, _substitute(getattr(obj, f.name), variables))
+        return obj
+    return obj
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                raw: dict | None = None) -> RunConfig:
+    """Read a YAML run config (or ``raw``), apply ``key=value`` overrides, bind and validate."""
+    data: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {source!r} does not exist; give the path of a recipe YAML "
+                              "(e.g. data_recipes/demo.yaml)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections (data, model, train, eval)")
+    elif raw is not None:
+        data = raw
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    try:
+        cfg = _bind(RunConfig, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    _substitute(cfg, {"data_root": cfg.data.data_root, "output_dir": cfg.train.output_dir})
+    _check_datasets(cfg, source)
+    return cfg
+
+
+def _check_datasets(cfg: RunConfig, source: str) -> None:
+    seen: set[str] = set()
+    for group, items in (("data.datasets", cfg.data.datasets), ("data.eval_datasets", cfg.data.eval_datasets)):
+        for i, ds in enumerate(items):
+            where = f"{source}: {group}[{i}]"
+            if not ds.name:
+                raise ConfigError(f"{where}: every dataset needs a 'name'")
+            key = f"{group}:{ds.name}"
+            if key in seen:
+                raise ConfigError(f"{where}: duplicate dataset name {ds.name!r}; names must be unique")
+            seen.add(key)
+            if not ds.records:
+                raise ConfigError(f"{where} ({ds.name}): 'records' (path of a JSONL file) is required")
+            if ds.weight <= 0:
+                raise ConfigError(f"{where} ({ds.name}): weight={ds.weight} must be > 0; remove the dataset "
+                                  "to leave it out")
+    if not cfg.data.datasets:
+        raise ConfigError(f"{source}: data.datasets is empty; list at least one training dataset")
+
+
+def check_files(cfg: RunConfig) -> None:
+    """Raise ConfigError for records files or image roots that do not exist (after data generation)."""
+    for group, items in (("data.datasets", cfg.data.datasets), ("data.eval_datasets", cfg.data.eval_datasets)):
+        for ds in items:
+            if not Path(ds.records).is_file():
+                raise ConfigError(f"{group} {ds.name!r}: records file {ds.records!r} does not exist; fix the path "
+                                  "or data.data_root")
+            if ds.image_root and not Path(ds.image_root).is_dir():
+                raise ConfigError(f"{group} {ds.name!r}: image_root {ds.image_root!r} is not a directory")
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain-dict form of a config, for logging and saving beside the run."""
+    return dataclasses.asdict(cfg)
+
+
+def iter_fields(cls: type = RunConfig, prefix: str = ""):
+    """Yield (dotted key, type name, default, doc) for every field: the README option table source."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    try:
+        tree = ast.parse(inspect.getsource(cls))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = str(nxt.value.value)  # type: ignore[union-attr]
+    except (OSError, TypeError):
+        pass
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        inner = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            yield from iter_fields(inner[0], key + ".")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        yield key, str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__, default, docs.get(f.name, "")

@@ -1,0 +1,193 @@
+"""From canonical records to encoded training samples, with bad-input accounting.
+
+Owns the per-sample path: record -> target sizes (smart resize, optional random resize) ->
+conversation (task builder + box codec for the resized image) -> pixels (decode, resize) ->
+token ids and labels (chat encoder). A sample that cannot be built (missing or corrupt image,
+too many tokens) raises ``BadRecordError`` with a stable reason key; ``TrainingDataset`` turns
+that into a counted, logged skip (``on_bad_record: skip``) or re-raises (``raise``).
+
+Must not decide the mixture beyond the simple per-epoch weight expansion in
+``expand_weights``; must not load a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cotrain.boxes import BoxCodec
+from cotrain.config import DataConfig, DatasetConfig
+from cotrain.errors import BadRecordError, RecordError
+from cotrain.records import read_records
+from cotrain.resolution import random_resize, smart_resize
+from cotrain.tasks import build_conversation, prompt_only
+
+log = logging.getLogger(__name__)
+
+
+def stable_seed(*parts: Any) -> int:
+    """A 64-bit seed from strings/ints that is the same in every process (unlike ``hash``)."""
+    text = "\x1f".join(str(p) for p in parts).encode()
+    return (zlib.crc32(text) << 32) | zlib.crc32(text[::-1])
+
+
+@dataclass
+class LoadedDataset:
+    """A dataset config with its validated records."""
+
+    cfg: DatasetConfig
+    records: list[dict]
+
+
+def load_dataset(ds: DatasetConfig) -> LoadedDataset:
+    """Read and validate the records of ``ds``; RecordError names file:line and field."""
+    records = read_records(ds.records)
+    if ds.task is not None:
+        for i, rec in enumerate(records):
+            if rec["task"] != ds.task:
+                raise RecordError(
+                    f"task {rec['task']!r} but dataset {ds.name!r} declares task {ds.task!r}; fix the record or "
+                    "drop 'task' from the dataset entry", path=ds.records, record_id=rec.get("id"), field="task")
+    if ds.max_samples is not None:
+        records = records[: ds.max_samples]
+    if not records:
+        raise RecordError(f"dataset {ds.name!r} has no records", path=ds.records)
+    return LoadedDataset(ds, records)
+
+
+def expand_weights(datasets: list[LoadedDataset], seed: int, epoch: int = 0) -> list[tuple[int, int]]:
+    """(dataset index, record index) pairs: each record floor(w) times plus a fresh random frac(w) share.
+
+    The fractional draw is without replacement and depends only on (seed, epoch, dataset name).
+    """
+    pairs: list[tuple[int, int]] = []
+    for d, ld in enumerate(datasets):
+        n = len(ld.records)
+        whole, frac = divmod(ld.cfg.weight, 1.0)
+        for _ in range(int(whole)):
+            pairs.extend((d, i) for i in range(n))
+        extra = int(round(frac * n))
+        if extra:
+            rng = np.random.default_rng(stable_seed(seed, epoch, ld.cfg.name, "weight"))
+            pairs.extend((d, int(i)) for i in sorted(rng.choice(n, size=extra, replace=False)))
+    return pairs
+
+
+def open_image(path: str | Path, record_id: str) -> Image.Image:
+    """Decode an image fully (so truncation is caught here) as RGB; BadRecordError on failure."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadRecordError(f"record {record_id!r}: image {str(p)!r} does not exist", reason="image_missing",
+                             record_id=record_id)
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise BadRecordError(f"record {record_id!r}: image {str(p)!r} cannot be decoded ({e})",
+                             reason="image_corrupt", record_id=record_id) from None
+
+
+class SampleBuilder:
+    """Builds one encoded sample from one record (training) or one prompt (inference)."""
+
+    def __init__(self, encoder: Any, family: Any, data_cfg: DataConfig):
+        self.encoder = encoder
+        self.family = family
+        self.codec = BoxCodec.for_family(family)
+        self.data_cfg = data_cfg
+
+    def target_sizes(self, record: dict, ds: DatasetConfig, epoch: int, index: int) -> list[tuple[int, int]]:
+        """Resized (h, w) per image, from the recorded sizes: no pixels are decoded here."""
+        lo = ds.min_pixels or self.data_cfg.min_pixels
+        hi = ds.max_pixels or self.data_cfg.max_pixels
+        f = self.family.factor
+        rng = np.random.default_rng(stable_seed(self.data_cfg.seed, epoch, ds.name, index, "resize"))
+        sizes = []
+        for img in record["images"]:
+            h, w = int(img["height"]), int(img["width"])
+            if ds.random_resize > 0 and rng.random() < ds.random_resize:
+                sizes.append(tuple(random_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi, rng=rng)))
+            else:
+                sizes.append(tuple(smart_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi)))
+        return sizes
+
+    def conversation(self, record: dict, ds: DatasetConfig, epoch: int, index: int):
+        sizes = self.target_sizes(record, ds, epoch, index)
+        return build_conversation(
+            record, image_root=ds.image_root, resized_sizes=sizes, codec=self.codec, seed=self.data_cfg.seed,
+            epoch=epoch, index=index, box_format=ds.box_format, prompt_style=ds.prompt_style)
+
+    def load_pixels(self, conv) -> list[Image.Image]:
+        images = []
+        rid = conv.meta.get("id", "?")
+        for img in conv.images:
+            im = open_image(img["abs_path"], rid)
+            if (im.width, im.height) != (int(img["width"]), int(img["height"])):
+                raise BadRecordError(
+                    f"record {rid!r}: image {img['abs_path']!r} is {im.width}x{im.height} but the record says "
+                    f"{img['width']}x{img['height']}; re-run the converter", reason="image_size_mismatch",
+                    record_id=rid)
+            h, w = img["resized"]
+            images.append(im.resize((w, h), Image.BICUBIC))
+        return images
+
+    def build(self, record: dict, ds: DatasetConfig, epoch: int, index: int, *, prompt: bool = False) -> dict:
+        conv = self.conversation(record, ds, epoch, index)
+        if prompt:
+            conv = prompt_only(conv)
+        pixels = self.load_pixels(conv)
+        sample = self.encoder.encode(conv, pixels, add_generation_prompt=prompt, drop_last_assistant=False)
+        n = int(sample["input_ids"].numel())
+        if not prompt and n > self.data_cfg.max_length:
+            raise BadRecordError(
+                f"record {record['id']!r} of {ds.name!r} has {n} tokens > data.max_length={self.data_cfg.max_length}; "
+                "raise max_length or lower max_pixels", reason="too_long", record_id=record["id"])
+        sample["dataset"] = ds.name
+        sample["task"] = record["task"]
+        return sample
+
+
+class TrainingDataset:
+    """Map-style dataset over the weighted mixture; bad samples are replaced and reported.
+
+    When a sample is bad and ``on_bad_record`` is ``skip``, the next entry (cyclically) is used in
+    its place and the replaced sample carries ``skipped=[(reason, dataset, record id)]``. The
+    trainer collects those in the main process, so counts survive dataloader workers.
+    """
+
+    def __init__(self, datasets: list[LoadedDataset], builder: SampleBuilder, data_cfg: DataConfig, epoch: int = 0):
+        self.datasets = datasets
+        self.builder = builder
+        self.data_cfg = data_cfg
+        self.pairs = expand_weights(datasets, data_cfg.seed, epoch)
+        self.epoch = epoch
+        if not self.pairs:
+            raise RecordError("the weighted mixture is empty; check dataset weights")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        skipped = []
+        for k in range(min(len(self.pairs), 64)):
+            d, r = self.pairs[(i + k) % len(self.pairs)]
+            ld = self.datasets[d]
+            try:
+                sample = self.builder.build(ld.records[r], ld.cfg, self.epoch, (i + k) % len(self.pairs))
+            except BadRecordError as e:
+                if self.data_cfg.on_bad_record == "raise":
+                    raise
+                log.warning("skipping bad sample (%s): %s", e.reason, e)
+                skipped.append((e.reason, ld.cfg.name, str(ld.records[r].get("id"))))
+                continue
+            sample["skipped"] = skipped
+            return sample
+        raise BadRecordError(f"64 consecutive samples from index {i} are bad; see the log for reasons",
+                             reason="too_many_bad")

@@ -1,0 +1,185 @@
+"""Held-out evaluation of a trained model on canonical records (the demo-level harness).
+
+Builds prompts with the SAME task builder, resolution and box codec as training, generates
+greedily with HF ``generate`` in left-padded batches, parses answers and scores them:
+
+- classification: strict match of the normalised answer against the label (case, spaces,
+  hyphens/underscores and a trailing full stop are normalised; no "contains" leniency);
+- vqa / zoom_vqa: normalised exact match;
+- mcq: the single option letter (or option text) that can be extracted unambiguously;
+- grounding: Acc@0.5 and mean IoU of the parsed box, mapped back to original pixels.
+
+An empty or unparseable answer is scored wrong and counted, never raises. Other tasks
+(detection, captioning) are listed with their prediction counts only; their metrics live in
+``detection/`` and the evaluation harness.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from shapely.geometry import Polygon
+from tqdm.auto import tqdm
+
+from cotrain.data.dataset import LoadedDataset, SampleBuilder
+from cotrain.errors import BadRecordError
+
+log = logging.getLogger(__name__)
+
+_SCORED_TASKS = ("classification", "vqa", "zoom_vqa", "mcq", "grounding")
+
+
+def normalise_answer(text: str) -> str:
+    """Lower-case, unify separators, drop surrounding spaces/quotes and a trailing full stop."""
+    t = text.strip().lower()
+    t = re.sub(r"[_\-]+", " ", t)
+    t = re.sub(r"\s+", " ", t)
+    return t.strip(" .\"'")
+
+
+def extract_choice(text: str, choices: list[str]) -> int | None:
+    """Index of the option the answer names, or None when none or several can be read from it."""
+    t = text.strip()
+    letters = [chr(ord("A") + i) for i in range(len(choices))]
+    m = re.match(r"^\(?([A-Z])\)?(?:[.:)\s]|$)", t)
+    if m and m.group(1) in letters:
+        return letters.index(m.group(1))
+    norm = normalise_answer(t)
+    hits = [i for i, c in enumerate(choices) if normalise_answer(c) == norm]
+    if len(hits) == 1:
+        return hits[0]
+    return None
+
+
+def _polygon(box: dict) -> Polygon:
+    if "quad" in box:
+        q = box["quad"]
+        return Polygon([(q[0], q[1]), (q[2], q[3]), (q[4], q[5]), (q[6], q[7])])
+    x1, y1, x2, y2 = box["hbb"]
+    return Polygon([(x1, y1), (x2, y1), (x2, y2), (x1, y2)])
+
+
+def box_iou(a: dict, b: dict) -> float:
+    """IoU of two boxes given as {"hbb": [...]} or {"quad": [...]} (exact polygon IoU)."""
+    pa, pb = _polygon(a), _polygon(b)
+    if not pa.is_valid or not pb.is_valid or pa.area <= 0 or pb.area <= 0:
+        return 0.0
+    inter = pa.intersection(pb).area
+    return float(inter / (pa.area + pb.area - inter))
+
+
+@dataclass
+class Prediction:
+    """One evaluated record."""
+
+    dataset: str
+    record_id: str
+    task: str
+    prompt: str
+    response: str
+    correct: bool | None
+    details: dict = field(default_factory=dict)
+
+
+def score(record: dict, conv: Any, response: str, builder: SampleBuilder, box_format: str) -> tuple[bool | None, dict]:
+    """Score one response; returns (correct or None when the task is not scored here, details)."""
+    task = record["task"]
+    if task == "classification":
+        ok = normalise_answer(response) == normalise_answer(record["label"])
+        return ok, {"label": record["label"]}
+    if task in ("vqa", "zoom_vqa"):
+        return normalise_answer(response) == normalise_answer(str(record["answer"])), {"answer": record["answer"]}
+    if task == "mcq":
+        idx = extract_choice(response, record["choices"])
+        return idx == record["answer"], {"extracted": idx, "answer": record["answer"]}
+    if task == "grounding":
+        img = conv.images[0]
+        orig = (int(img["width"]), int(img["height"]))
+        h, w = img["resized"]
+        values = builder.codec.parse(response, box_format)
+        if values is None:
+            return False, {"iou": 0.0, "parsed": False}
+        try:
+            pred = builder.codec.to_original(values, box_format, orig, (w, h))
+            iou = box_iou(pred, record["target"])
+        except (ValueError, TypeError, IndexError):
+            return False, {"iou": 0.0, "parsed": False}
+        return iou >= 0.5, {"iou": iou, "parsed": True, "pred_box": pred}
+    return None, {}
+
+
+@torch.no_grad()
+def generate_batch(model, processor, samples: list[dict], max_new_tokens: int) -> list[str]:
+    """Greedy generation for already-encoded prompts; returns the decoded new text of each."""
+    from cotrain.data.collator import PaddingCollator
+
+    tok = processor.tokenizer
+    collate = PaddingCollator(pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                              padding_side="left")
+    batch = collate([{k: v for k, v in s.items() if k not in ("dataset", "task", "skipped")} for s in samples])
+    inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()
+              if k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")}
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=collate.pad_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    new = out[:, inputs["input_ids"].shape[1]:]
+    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+def evaluate_datasets(model, processor, builder: SampleBuilder, datasets: list[LoadedDataset], *,
+                      max_samples: int, batch_size: int, max_new_tokens: int) -> tuple[dict, list[Prediction]]:
+    """Evaluate each dataset; returns (metrics per dataset, predictions)."""
+    model.eval()
+    metrics: dict[str, dict] = {}
+    preds: list[Prediction] = []
+    for ld in datasets:
+        records = ld.records[:max_samples]
+        skips: Counter = Counter()
+        ds_preds: list[Prediction] = []
+        items: list[tuple[dict, Any, dict]] = []
+        for i, rec in enumerate(records):
+            try:
+                conv = builder.conversation(rec, ld.cfg, 0, i)
+                sample = builder.build(rec, ld.cfg, 0, i, prompt=True)
+            except BadRecordError as e:
+                skips[e.reason] += 1
+                log.warning("eval skip (%s): %s", e.reason, e)
+                continue
+            items.append((rec, conv, sample))
+        for start in tqdm(range(0, len(items), batch_size), desc=f"eval {ld.cfg.name}", leave=False):
+            chunk = items[start:start + batch_size]
+            responses = generate_batch(model, processor, [c[2] for c in chunk], max_new_tokens)
+            for (rec, conv, sample), resp in zip(chunk, responses):
+                ok, details = score(rec, conv, resp, builder, ld.cfg.box_format)
+                prompt_text = " ".join(p["text"] for m in conv.messages if m["role"] == "user"
+                                       for p in m["content"] if p.get("type") == "text")
+                ds_preds.append(Prediction(ld.cfg.name, str(rec["id"]), rec["task"], prompt_text, resp, ok, details))
+        metrics[ld.cfg.name] = summarise(ld, ds_preds, skips)
+        preds.extend(ds_preds)
+    return metrics, preds
+
+
+def summarise(ld: LoadedDataset, preds: list[Prediction], skips: Counter) -> dict:
+    """Per-dataset numbers, with the chance and majority baselines for classification."""
+    task = ld.records[0]["task"]
+    scored = [p for p in preds if p.correct is not None]
+    out: dict[str, Any] = {"task": task, "n": len(preds), "skipped": dict(skips),
+                           "empty_responses": sum(1 for p in preds if not p.response.strip())}
+    if scored:
+        out["accuracy"] = sum(p.correct for p in scored) / len(scored)
+    if task == "classification":
+        classes = sorted({c for r in ld.records for c in (r.get("classes") or [r["label"]])})
+        labels = Counter(p.details["label"] for p in preds)
+        out["classes"] = len(classes)
+        out["chance"] = 1.0 / len(classes)
+        out["majority_baseline"] = (labels.most_common(1)[0][1] / len(preds)) if preds else 0.0
+    if task == "grounding" and preds:
+        out["mean_iou"] = sum(p.details.get("iou", 0.0) for p in preds) / len(preds)
+        out["parse_rate"] = sum(1 for p in preds if p.details.get("parsed")) / len(preds)
+    if task == "mcq" and preds:
+        out["instruction_following"] = sum(1 for p in preds if p.details.get("extracted") is not None) / len(preds)
+    return out

@@ -1,0 +1,135 @@
+"""Run report: metrics JSON, a Markdown summary, the loss curve and predictions drawn on images.
+
+Reads only what the run already produced (log history, metrics, predictions); never runs a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def plot_loss(log_history: list[dict], out: Path) -> bool:
+    """Loss against step; returns False when there is nothing to plot."""
+    pts = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    if not pts:
+        return False
+    steps, losses = zip(*pts)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(steps, losses, marker=".", lw=1)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (token mean)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.set_title("cotrain: training loss")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return True
+
+
+def _draw_box(draw: ImageDraw.ImageDraw, box: dict, colour: str, width: int = 3) -> None:
+    if "quad" in box:
+        q = box["quad"]
+        draw.polygon([(q[0], q[1]), (q[2], q[3]), (q[4], q[5]), (q[6], q[7])], outline=colour, width=width)
+    else:
+        draw.rectangle(box["hbb"], outline=colour, width=width)
+
+
+def draw_prediction(image_path: str, pred: Any, record: dict, out: Path, max_side: int = 512) -> None:
+    """Image with the question, the model's answer and, for grounding, GT (green) and predicted (red) boxes."""
+    with Image.open(image_path) as im:
+        im = im.convert("RGB")
+    draw = ImageDraw.Draw(im)
+    if record["task"] == "grounding":
+        _draw_box(draw, record["target"], "lime")
+        if pred.details.get("pred_box"):
+            _draw_box(draw, pred.details["pred_box"], "red")
+    scale = max_side / max(im.size)
+    if scale < 1:
+        im = im.resize((max(1, int(im.width * scale)), max(1, int(im.height * scale))))
+    canvas = Image.new("RGB", (im.width, im.height + 54), "white")
+    canvas.paste(im, (0, 54))
+    d = ImageDraw.Draw(canvas)
+    truth = record.get("label") or record.get("answer") or record.get("expression") or ""
+    mark = {True: "OK", False: "WRONG", None: "-"}[pred.correct]
+    d.text((4, 2), f"[{record['task']}] {pred.prompt[:90]}", fill="black")
+    d.text((4, 18), f"model: {pred.response[:90]!r}", fill="red" if pred.correct is False else "darkgreen")
+    d.text((4, 34), f"truth: {str(truth)[:80]}   {mark}", fill="black")
+    canvas.save(out)
+
+
+def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: list[dict],
+                 predictions: list[Any], records_by_id: dict, image_roots: dict, n_visualise: int) -> None:
+    """Write metrics.json, loss_curve.png, predictions.jsonl, predictions/*.png and report.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "metrics.json", {"summary": summary, "eval": metrics})
+    with open(out_dir / "predictions.jsonl", "w") as f:
+        for p in predictions:
+            f.write(json.dumps({"dataset": p.dataset, "id": p.record_id, "task": p.task, "prompt": p.prompt,
+                                "response": p.response, "correct": p.correct,
+                                "details": p.details}, default=str) + "\n")
+    has_plot = plot_loss(log_history, out_dir / "loss_curve.png")
+    vis_dir = out_dir / "predictions"
+    vis_dir.mkdir(exist_ok=True)
+    shown: list[str] = []
+    # a few of each task, so the report shows classification and grounding side by side
+    per_task: dict[str, int] = {}
+    for p in predictions:
+        if len(shown) >= n_visualise or per_task.get(p.task, 0) >= max(1, n_visualise // 2):
+            continue
+        rec = records_by_id[(p.dataset, p.record_id)]
+        path = Path(image_roots[p.dataset]) / rec["images"][0]["path"]
+        name = f"{p.dataset}_{p.record_id}.png".replace("/", "_")
+        try:
+            draw_prediction(str(path), p, rec, vis_dir / name)
+        except OSError:
+            continue
+        per_task[p.task] = per_task.get(p.task, 0) + 1
+        shown.append(name)
+
+    lines = [f"# Run report: {summary.get('run_name', '')}", ""]
+    lines += ["## Training", "",
+              f"- model: {summary.get('model')}",
+              f"- steps: {summary.get('steps')}, samples seen: {summary.get('samples_seen')}, "
+              f"wall time: {summary.get('train_seconds', 0):.0f} s",
+              f"- loss: first logged {summary.get('first_loss')}, last logged {summary.get('last_loss')}",
+              f"- skipped samples: {summary.get('skipped_total', 0)} {summary.get('skipped', {})}", ""]
+    if has_plot:
+        lines += ["![loss curve](loss_curve.png)", ""]
+    lines += ["## Held-out evaluation", "", "| dataset | task | n | accuracy | baseline | notes |",
+              "|---|---|---|---|---|---|"]
+    for name, m in metrics.items():
+        acc = f"{m['accuracy']:.3f}" if "accuracy" in m else "-"
+        if "chance" in m:
+            base = f"chance {m['chance']:.3f}, majority {m['majority_baseline']:.3f}"
+        else:
+            base = "-"
+        notes = []
+        if "mean_iou" in m:
+            notes.append(f"mIoU {m['mean_iou']:.3f}, parsed {m['parse_rate']:.2f}")
+        if "instruction_following" in m:
+            notes.append(f"option extracted {m['instruction_following']:.2f}")
+        if m.get("skipped"):
+            notes.append(f"skipped {m['skipped']}")
+        if m.get("empty_responses"):
+            notes.append(f"empty answers {m['empty_responses']}")
+        lines.append(f"| {name} | {m['task']} | {m['n']} | {acc} | {base} | {'; '.join(notes)} |")
+    lines += ["", "## Sample predictions", ""]
+    lines += [f"![{n}](predictions/{n})" for n in shown]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,251 @@
+"""The training run: config -> data -> model -> HF Trainer -> final model -> held-out eval -> report.
+
+``run_training(cfg)`` is what ``tools/train.py`` calls. Order matters and is deliberate:
+everything that can be wrong with the user's input (config keys, files, every record) is checked
+before a model is built, so a typo costs seconds, not a model load. Bad images at train time
+are counted skips (``data.on_bad_record``) reported in the run summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cotrain.config import RunConfig, check_files, config_to_dict
+from cotrain.data.dataset import LoadedDataset, SampleBuilder, TrainingDataset, load_dataset
+from cotrain.errors import ConfigError
+from cotrain.model.families import get_family
+
+log = logging.getLogger("cotrain")
+
+_META_KEYS = ("dataset", "task", "skipped")
+
+
+def setup_logging(out_dir: Path) -> None:
+    """Log to stderr and to ``out_dir/train.log``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("cotrain")
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fh = logging.FileHandler(out_dir / "train.log")
+    fh.setFormatter(fmt)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(fmt)
+    root.addHandler(fh)
+    root.addHandler(sh)
+
+
+def prepare_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDataset]]:
+    """Generate synthetic data if configured and missing, then check files and validate every record."""
+    if cfg.data.synthetic is not None:
+        from cotrain.data.synthetic import ensure_demo_data
+
+        s = cfg.data.synthetic
+        ensure_demo_data(cfg.data.data_root, seed=s.seed, n_scenes=s.n_scenes, n_large=s.n_large,
+                         large_size=s.large_size)
+    check_files(cfg)
+    train = [load_dataset(ds) for ds in cfg.data.datasets]
+    evals = [load_dataset(ds) for ds in cfg.data.eval_datasets]
+    return train, evals
+
+
+def build_model(cfg: RunConfig):
+    """(model, processor, family) from model.path, or the tiny random model when path is None."""
+    if cfg.model.path:
+        from cotrain.model.loader import load_model_and_processor
+
+        return load_model_and_processor(cfg.model.path, attn_implementation=cfg.model.attn_implementation,
+                                        dtype=cfg.model.dtype)
+    from cotrain.model.processor import build_offline_processor
+    from cotrain.model.tiny import build_tiny_model
+
+    t = cfg.model.tiny
+    family = get_family(t.family)
+    processor = build_offline_processor(t.family, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+    model = build_tiny_model(t.family, seed=t.seed, processor=processor, hidden_size=t.hidden_size,
+                             num_layers=t.num_layers, vision_depth=t.vision_depth)
+    attn = "sdpa" if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
+    model.set_attn_implementation(attn) if hasattr(model, "set_attn_implementation") else None
+    return model, processor, family
+
+
+def make_collate(pad_token_id: int):
+    """Padding collator that moves per-sample metadata (dataset, task, skips) aside as lists."""
+    from cotrain.data.collator import PaddingCollator
+
+    pad = PaddingCollator(pad_token_id=pad_token_id, padding_side="right")
+
+    def collate(samples: list[dict]) -> dict:
+        meta = {k: [s.get(k) for s in samples] for k in _META_KEYS}
+        batch = pad([{k: v for k, v in s.items() if k not in _META_KEYS} for s in samples])
+        batch["skipped"] = [x for lst in meta["skipped"] if lst for x in lst]
+        batch["dataset"] = meta["dataset"]
+        batch["task"] = meta["task"]
+        return batch
+
+    return collate
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class CotrainTrainer(Trainer):
+        """HF Trainer that strips our metadata from batches and counts skipped samples and tokens."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.skip_counts: Counter = Counter()
+            self.samples_seen = 0
+            self.samples_by_dataset: Counter = Counter()
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            for reason, _ds, _rid in inputs.pop("skipped", []):
+                self.skip_counts[reason] += 1
+            names = inputs.pop("dataset", [])
+            inputs.pop("task", None)
+            self.samples_seen += len(names)
+            self.samples_by_dataset.update(names)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return CotrainTrainer
+
+
+def save_final(model, processor, out_dir: Path) -> Path:
+    """Save the final model + processor atomically: write to a temp dir, then rename into place."""
+    from cotrain.model.loader import save_model_and_processor
+
+    final = out_dir / "final"
+    tmp = out_dir / "final.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model_and_processor(model, processor, tmp)
+    if final.exists():
+        old = out_dir / "final.old"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def run_training(cfg: RunConfig) -> dict:
+    """Train, evaluate and report; returns the run summary (also in ``metrics.json``)."""
+    import torch
+    from transformers import TrainingArguments
+
+    out_dir = Path(cfg.train.output_dir)
+    setup_logging(out_dir)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    t0 = time.time()
+    train_sets, eval_sets = prepare_data(cfg)
+    for ld in train_sets:
+        log.info("dataset %-16s task=%-14s records=%d weight=%.2f", ld.cfg.name, ld.records[0]["task"],
+                 len(ld.records), ld.cfg.weight)
+
+    torch.manual_seed(cfg.train.seed)
+    model, processor, family = build_model(cfg)
+    from cotrain.data.encoder import ChatEncoder
+
+    encoder = ChatEncoder(processor, family)
+    builder = SampleBuilder(encoder, family, cfg.data)
+    train_ds = TrainingDataset(train_sets, builder, cfg.data)
+    log.info("mixture: %d samples per epoch from %d datasets", len(train_ds), len(train_sets))
+    tok = processor.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %s, %.2fM parameters, attention %s", family.name, n_params / 1e6,
+             getattr(model.config, "_attn_implementation", "?"))
+
+    use_cpu = not torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        per_device_train_batch_size=cfg.train.batch_size,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        learning_rate=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay,
+        warmup_ratio=cfg.train.warmup_ratio,
+        lr_scheduler_type=cfg.train.lr_scheduler,
+        num_train_epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps,
+        logging_steps=cfg.train.logging_steps,
+        save_strategy="steps" if cfg.train.save_steps > 0 else "no",
+        save_steps=cfg.train.save_steps if cfg.train.save_steps > 0 else 500,
+        seed=cfg.train.seed,
+        data_seed=cfg.data.seed,
+        bf16=cfg.train.bf16,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        dataloader_num_workers=cfg.data.num_workers,
+        dataloader_pin_memory=not use_cpu,
+        remove_unused_columns=False,
+        report_to="none",
+        use_cpu=use_cpu,
+        disable_tqdm=False,
+    )
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=make_collate(pad_id))
+    t_train = time.time()
+    trainer.train()
+    train_seconds = time.time() - t_train
+    final = save_final(trainer.model, processor, out_dir)
+    log.info("final model saved to %s", final)
+
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    summary = {
+        "run_name": cfg.run_name,
+        "model": cfg.model.path or f"tiny random {family.name} (hidden {cfg.model.tiny.hidden_size})",
+        "parameters": n_params,
+        "steps": trainer.state.global_step,
+        "samples_seen": trainer.samples_seen,
+        "samples_by_dataset": dict(trainer.samples_by_dataset),
+        "train_seconds": train_seconds,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "skipped": dict(trainer.skip_counts),
+        "skipped_total": sum(trainer.skip_counts.values()),
+        "final_model": str(final),
+    }
+    if summary["skipped_total"]:
+        log.warning("skipped %d bad samples during training: %s", summary["skipped_total"], summary["skipped"])
+
+    metrics: dict = {}
+    predictions: list = []
+    if cfg.eval.enabled and eval_sets:
+        from cotrain.evaluation import evaluate_datasets
+
+        metrics, predictions = evaluate_datasets(
+            trainer.model, processor, builder, eval_sets, max_samples=cfg.eval.max_samples,
+            batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens)
+        for name, m in metrics.items():
+            log.info("eval %-16s %s", name, {k: v for k, v in m.items() if k != "skipped" or v})
+    summary["total_seconds"] = time.time() - t0
+
+    from cotrain.report import write_report
+
+    records_by_id = {(ld.cfg.name, str(r["id"])): r for ld in eval_sets for r in ld.records}
+    write_report(out_dir, summary=summary, metrics=metrics, log_history=history, predictions=predictions,
+                 records_by_id=records_by_id, image_roots={ld.cfg.name: ld.cfg.image_root for ld in eval_sets},
+                 n_visualise=cfg.eval.n_visualise)
+    log.info("report written to %s (%.0f s in all)", out_dir / "report.md", summary["total_seconds"])
+    return {"summary": summary, "eval": metrics}
+
+
+def validate_only(cfg: RunConfig) -> list[LoadedDataset]:
+    """Check config, files and records without building a model (``tools/train.py --validate``)."""
+    train_sets, _ = prepare_data(cfg)
+    if not train_sets:
+        raise ConfigError("no training datasets")
+    return train_sets

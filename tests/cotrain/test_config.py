@@ -1,0 +1,134 @@
+"""Config binding, overrides and validation: every bad input names the key and the fix."""
+
+import pytest
+
+from cotrain.config import RunConfig, check_files, iter_fields, load_config, parse_override
+from cotrain.errors import ConfigError
+
+BASE = {"data": {"datasets": [{"name": "a", "records": "${data_root}/a.jsonl", "image_root": "${data_root}"}]}}
+
+
+def _raw():
+    import copy
+
+    return copy.deepcopy(BASE)
+
+
+def test_defaults_and_substitution():
+    cfg = load_config(raw=_raw(), overrides=["data.data_root=/data/rs"])
+    assert isinstance(cfg, RunConfig)
+    assert cfg.data.datasets[0].records == "/data/rs/a.jsonl"
+    assert cfg.data.datasets[0].image_root == "/data/rs"
+    assert cfg.model.attn_implementation == "sdpa"
+
+
+def test_overrides_are_typed_yaml_scalars():
+    cfg = load_config(raw=_raw(), overrides=["train.max_steps=7", "train.learning_rate=3e-4",
+                                             "train.bf16=true", "model.path=/ckpt/x", "data.synthetic.seed=5"])
+    assert cfg.train.max_steps == 7 and isinstance(cfg.train.max_steps, int)
+    assert cfg.train.learning_rate == pytest.approx(3e-4)
+    assert cfg.train.bf16 is True
+    assert cfg.model.path == "/ckpt/x"
+    assert cfg.data.synthetic is not None and cfg.data.synthetic.seed == 5
+
+
+def test_unknown_override_suggests_closest_key():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.max_stepz'.*Did you mean 'max_steps'"):
+        load_config(raw=_raw(), overrides=["train.max_stepz=3"])
+
+
+def test_override_of_missing_section():
+    with pytest.raises(ConfigError, match="unknown key 'trian'.*Did you mean 'train'"):
+        load_config(raw=_raw(), overrides=["trian.max_steps=3"])
+
+
+def test_override_into_a_list_is_refused():
+    with pytest.raises(ConfigError, match="is a list"):
+        load_config(raw=_raw(), overrides=["data.datasets.weight=2"])
+
+
+def test_override_without_equals():
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_override("train.max_steps")
+
+
+def test_unknown_yaml_key(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("data:\n  datasets: []\n  max_pixel: 100\n")
+    with pytest.raises(ConfigError, match=r"r.yaml.*unknown config key 'data.max_pixel'.*'max_pixels'"):
+        load_config(p)
+
+
+def test_unknown_dataset_key_names_the_dataset_field(tmp_path):
+    raw = _raw()
+    raw["data"]["datasets"][0]["wieght"] = 2
+    with pytest.raises(ConfigError, match=r"data.datasets\[0\].wieght.*'weight'"):
+        load_config(raw=raw)
+
+
+@pytest.mark.parametrize("bad, pattern", [
+    ({"weight": 0}, "weight=0.0 must be > 0"),
+    ({"weight": -1}, "must be > 0"),
+    ({"box_format": "rbox"}, "use hbb, obb or quad"),
+    ({"prompt_style": "xml"}, "use plain or json"),
+    ({"random_resize": 2}, "probability"),
+    ({"records": ""}, "'records'"),
+])
+def test_bad_dataset_values(bad, pattern):
+    raw = _raw()
+    raw["data"]["datasets"][0].update(bad)
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(raw=raw)
+
+
+def test_wrong_types_and_values():
+    with pytest.raises(ConfigError, match="train.batch_size: expected an integer"):
+        load_config(raw=_raw(), overrides=["train.batch_size=abc"])
+    with pytest.raises(ConfigError, match="on_bad_record"):
+        load_config(raw=_raw(), overrides=["data.on_bad_record=ignore"])
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        load_config(raw=_raw(), overrides=["model.attn_implementation=flash"])
+    with pytest.raises(ConfigError, match="data.datasets is empty"):
+        load_config(raw={"data": {"datasets": []}})
+
+
+def test_duplicate_dataset_names():
+    raw = _raw()
+    raw["data"]["datasets"].append(dict(raw["data"]["datasets"][0]))
+    with pytest.raises(ConfigError, match="duplicate dataset name 'a'"):
+        load_config(raw=raw)
+
+
+def test_missing_files(tmp_path):
+    cfg = load_config(raw=_raw(), overrides=[f"data.data_root={tmp_path}"])
+    with pytest.raises(ConfigError, match="a.jsonl.*does not exist"):
+        check_files(cfg)
+    (tmp_path / "a.jsonl").write_text("")
+    check_files(cfg)
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_field_docs_cover_every_option():
+    rows = list(iter_fields())
+    keys = {r[0] for r in rows}
+    assert {"data.max_pixels", "train.learning_rate", "model.tiny.family", "eval.max_new_tokens"} <= keys
+    undocumented = [r[0] for r in rows if not r[3]]
+    assert undocumented == [], f"fields without a docstring: {undocumented}"
+
+
+def test_demo_recipe_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "data_recipes" / "demo.yaml")
+    assert cfg.data.synthetic is not None
+    assert cfg.model.path is None
+    names = {d.name for d in cfg.data.datasets}
+    assert "syn_cls" in names
