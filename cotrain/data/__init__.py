@@ -1,0 +1,1 @@
+"""Data engine: records -> conversations -> encoded samples -> batches (see docs/design-notes.md)."""
