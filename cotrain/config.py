@@ -434,14 +434,16 @@ def iter_fields(cls: type = RunConfig, prefix: str = ""):
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
-        inner = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
-        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
-            yield from iter_fields(inner[0], key + ".")
-            continue
+        if typing.get_origin(tp) is not list:
+            inner = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+            if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+                yield from iter_fields(inner[0], key + ".")
+                continue
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = None
-        yield key, str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__, default, docs.get(f.name, "")
+        name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "").replace("cotrain.config.", "")
+        yield key, name.replace(" | ", " or "), default, docs.get(f.name, "")

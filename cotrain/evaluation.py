@@ -116,14 +116,13 @@ def score(record: dict, conv: Any, response: str, builder: SampleBuilder, box_fo
 @torch.no_grad()
 def generate_batch(model, processor, samples: list[dict], max_new_tokens: int) -> list[str]:
     """Greedy generation for already-encoded prompts; returns the decoded new text of each."""
-    from cotrain.data.collator import PaddingCollator
+    from cotrain.data.collator import PaddingCollator, model_inputs
 
     tok = processor.tokenizer
     collate = PaddingCollator(pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
                               padding_side="left")
-    batch = collate([{k: v for k, v in s.items() if k not in ("dataset", "task", "skipped")} for s in samples])
-    inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()
-              if k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")}
+    batch = collate(samples)
+    inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in model_inputs(batch).items()}
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                          pad_token_id=collate.pad_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
     new = out[:, inputs["input_ids"].shape[1]:]
@@ -143,8 +142,8 @@ def evaluate_datasets(model, processor, builder: SampleBuilder, datasets: list[L
         items: list[tuple[dict, Any, dict]] = []
         for i, rec in enumerate(records):
             try:
-                conv = builder.conversation(rec, ld.cfg, 0, i)
-                sample = builder.build(rec, ld.cfg, 0, i, prompt=True)
+                conv = builder.conversation(rec, ld, 0, i)
+                sample = builder.encode(conv, ld, prompt=True)
             except BadRecordError as e:
                 skips[e.reason] += 1
                 log.warning("eval skip (%s): %s", e.reason, e)

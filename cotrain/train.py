@@ -27,6 +27,7 @@ from cotrain.model.families import get_family
 log = logging.getLogger("cotrain")
 
 _META_KEYS = ("dataset", "task", "skipped")
+"""Per-sample metadata that the collator keeps aside as lists (never reaches the model)."""
 
 
 def setup_logging(out_dir: Path) -> None:
@@ -99,6 +100,8 @@ def make_collate(pad_token_id: int):
 def _trainer_class():
     from transformers import Trainer
 
+    from cotrain.data.collator import model_inputs
+
     class CotrainTrainer(Trainer):
         """HF Trainer that strips our metadata from batches and counts skipped samples and tokens."""
 
@@ -111,11 +114,11 @@ def _trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             for reason, _ds, _rid in inputs.pop("skipped", []):
                 self.skip_counts[reason] += 1
-            names = inputs.pop("dataset", [])
-            inputs.pop("task", None)
+            names = inputs.get("dataset", [])
             self.samples_seen += len(names)
             self.samples_by_dataset.update(names)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+            # only model inputs reach forward: the model accepts unknown kwargs silently
+            return super().compute_loss(model, model_inputs(inputs), return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
     return CotrainTrainer

@@ -43,6 +43,19 @@ class LoadedDataset:
 
     cfg: DatasetConfig
     records: list[dict]
+    classes: list[str] | None = None
+    """Dataset class list for records without their own ``classes`` (sorted labels seen)."""
+
+
+def dataset_classes(records: list[dict]) -> list[str] | None:
+    """The dataset's class list: labels of classification records or object labels of detection records."""
+    labels: set[str] = set()
+    for rec in records:
+        if rec["task"] == "classification":
+            labels.update(rec.get("classes") or [rec["label"]])
+        elif rec["task"] == "detection":
+            labels.update(rec.get("classes") or [o["label"] for o in rec["objects"]])
+    return sorted(labels) or None
 
 
 def load_dataset(ds: DatasetConfig) -> LoadedDataset:
@@ -58,7 +71,7 @@ def load_dataset(ds: DatasetConfig) -> LoadedDataset:
         records = records[: ds.max_samples]
     if not records:
         raise RecordError(f"dataset {ds.name!r} has no records", path=ds.records)
-    return LoadedDataset(ds, records)
+    return LoadedDataset(ds, records, dataset_classes(records))
 
 
 def expand_weights(datasets: list[LoadedDataset], seed: int, epoch: int = 0) -> list[tuple[int, int]]:
@@ -118,11 +131,13 @@ class SampleBuilder:
                 sizes.append(tuple(smart_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi)))
         return sizes
 
-    def conversation(self, record: dict, ds: DatasetConfig, epoch: int, index: int):
+    def conversation(self, record: dict, ld: LoadedDataset, epoch: int, index: int):
+        ds = ld.cfg
         sizes = self.target_sizes(record, ds, epoch, index)
         return build_conversation(
             record, image_root=ds.image_root, resized_sizes=sizes, codec=self.codec, seed=self.data_cfg.seed,
-            epoch=epoch, index=index, box_format=ds.box_format, prompt_style=ds.prompt_style)
+            epoch=epoch, index=index, box_format=ds.box_format, prompt_style=ds.prompt_style,
+            classes=ld.classes, dataset=ds.name)
 
     def load_pixels(self, conv) -> list[Image.Image]:
         images = []
@@ -138,19 +153,25 @@ class SampleBuilder:
             images.append(im.resize((w, h), Image.BICUBIC))
         return images
 
-    def build(self, record: dict, ds: DatasetConfig, epoch: int, index: int, *, prompt: bool = False) -> dict:
-        conv = self.conversation(record, ds, epoch, index)
+    def build(self, record: dict, ld: LoadedDataset, epoch: int, index: int, *, prompt: bool = False) -> dict:
+        """Encoded training sample (or generation prompt) of ``record``."""
+        return self.encode(self.conversation(record, ld, epoch, index), ld, prompt=prompt)
+
+    def encode(self, conv: Any, ld: LoadedDataset, *, prompt: bool = False) -> dict:
+        """Encode a built conversation; the length check runs on recorded sizes, before any decode."""
+        rid = conv.meta.get("id")
         if prompt:
             conv = prompt_only(conv)
+        else:
+            n = self.encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
+            if n > self.data_cfg.max_length:
+                raise BadRecordError(
+                    f"record {rid!r} of {ld.cfg.name!r} has {n} tokens > data.max_length={self.data_cfg.max_length}; "
+                    "raise data.max_length or lower max_pixels", reason="too_long", record_id=rid)
         pixels = self.load_pixels(conv)
-        sample = self.encoder.encode(conv, pixels, add_generation_prompt=prompt, drop_last_assistant=False)
-        n = int(sample["input_ids"].numel())
-        if not prompt and n > self.data_cfg.max_length:
-            raise BadRecordError(
-                f"record {record['id']!r} of {ds.name!r} has {n} tokens > data.max_length={self.data_cfg.max_length}; "
-                "raise max_length or lower max_pixels", reason="too_long", record_id=record["id"])
-        sample["dataset"] = ds.name
-        sample["task"] = record["task"]
+        sample = self.encoder.encode(conv, pixels, add_generation_prompt=prompt)
+        sample["dataset"] = ld.cfg.name
+        sample["task"] = conv.meta.get("task")
         return sample
 
 
@@ -180,7 +201,7 @@ class TrainingDataset:
             d, r = self.pairs[(i + k) % len(self.pairs)]
             ld = self.datasets[d]
             try:
-                sample = self.builder.build(ld.records[r], ld.cfg, self.epoch, (i + k) % len(self.pairs))
+                sample = self.builder.build(ld.records[r], ld, self.epoch, (i + k) % len(self.pairs))
             except BadRecordError as e:
                 if self.data_cfg.on_bad_record == "raise":
                     raise
