@@ -184,6 +184,8 @@ class TrainConfig:
             raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate={self.learning_rate} must be > 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ConfigError("set train.max_steps > 0 or train.epochs > 0")
 

@@ -180,7 +180,7 @@ def run_training(cfg: RunConfig) -> dict:
         gradient_accumulation_steps=cfg.train.grad_accum,
         learning_rate=cfg.train.learning_rate,
         weight_decay=cfg.train.weight_decay,
-        warmup_ratio=cfg.train.warmup_ratio,
+        warmup_steps=cfg.train.warmup_ratio,  # a float in [0, 1) is a ratio of total steps in transformers 5
         lr_scheduler_type=cfg.train.lr_scheduler,
         num_train_epochs=cfg.train.epochs,
         max_steps=cfg.train.max_steps,
