@@ -171,11 +171,17 @@ def summarise(ld: LoadedDataset, preds: list[Prediction], skips: Counter) -> dic
     if scored:
         out["accuracy"] = sum(p.correct for p in scored) / len(scored)
     if task == "classification":
-        classes = sorted({c for r in ld.records for c in (r.get("classes") or [r["label"]])})
-        labels = Counter(p.details["label"] for p in preds)
+        classes = ld.classes or sorted({r["label"] for r in ld.records})
         out["classes"] = len(classes)
         out["chance"] = 1.0 / len(classes)
-        out["majority_baseline"] = (labels.most_common(1)[0][1] / len(preds)) if preds else 0.0
+    if task in ("classification", "vqa", "zoom_vqa") and preds:
+        # share of the most common answer: what "always say X" would score on this split
+        key = "label" if task == "classification" else "answer"
+        answers = Counter(normalise_answer(str(p.details[key])) for p in preds)
+        out["majority_baseline"] = answers.most_common(1)[0][1] / len(preds)
+    if task == "mcq" and preds:
+        by_id = {str(r["id"]): r for r in ld.records}
+        out["chance"] = sum(1.0 / len(by_id[p.record_id]["choices"]) for p in preds) / len(preds)
     if task == "grounding" and preds:
         out["mean_iou"] = sum(p.details.get("iou", 0.0) for p in preds) / len(preds)
         out["parse_rate"] = sum(1 for p in preds if p.details.get("parsed")) / len(preds)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def draw_prediction(image_path: str, pred: Any, record: dict, out: Path, max_sid
     scale = max_side / max(im.size)
     if scale < 1:
         im = im.resize((max(1, int(im.width * scale)), max(1, int(im.height * scale))))
-    canvas = Image.new("RGB", (im.width, im.height + 54), "white")
+    canvas = Image.new("RGB", (max(im.width, 480), im.height + 54), "white")
     canvas.paste(im, (0, 54))
     d = ImageDraw.Draw(canvas)
     truth = record.get("label") or record.get("answer") or record.get("expression") or ""
@@ -88,11 +89,12 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
     vis_dir = out_dir / "predictions"
     vis_dir.mkdir(exist_ok=True)
     shown: list[str] = []
-    # a few of each task, so the report shows classification and grounding side by side
-    per_task: dict[str, int] = {}
+    # round-robin over tasks, so the report shows classification and grounding side by side
+    by_task: dict[str, list] = {}
     for p in predictions:
-        if len(shown) >= n_visualise or per_task.get(p.task, 0) >= max(1, n_visualise // 2):
-            continue
+        by_task.setdefault(p.task, []).append(p)
+    queue = [p for group in zip_longest(*by_task.values()) for p in group if p is not None]
+    for p in queue[:n_visualise]:
         rec = records_by_id[(p.dataset, p.record_id)]
         path = Path(image_roots[p.dataset]) / rec["images"][0]["path"]
         name = f"{p.dataset}_{p.record_id}.png".replace("/", "_")
@@ -100,7 +102,6 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
             draw_prediction(str(path), p, rec, vis_dir / name)
         except OSError:
             continue
-        per_task[p.task] = per_task.get(p.task, 0) + 1
         shown.append(name)
 
     lines = [f"# Run report: {summary.get('run_name', '')}", ""]
@@ -116,10 +117,8 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
               "|---|---|---|---|---|---|"]
     for name, m in metrics.items():
         acc = f"{m['accuracy']:.3f}" if "accuracy" in m else "-"
-        if "chance" in m:
-            base = f"chance {m['chance']:.3f}, majority {m['majority_baseline']:.3f}"
-        else:
-            base = "-"
+        base = ", ".join(f"{label} {m[k]:.3f}" for k, label in (("chance", "chance"), ("majority_baseline", "majority"))
+                         if k in m) or "-"
         notes = []
         if "mean_iou" in m:
             notes.append(f"mIoU {m['mean_iou']:.3f}, parsed {m['parse_rate']:.2f}")

@@ -75,8 +75,9 @@ def build_model(cfg: RunConfig):
     processor = build_offline_processor(t.family, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
     model = build_tiny_model(t.family, seed=t.seed, processor=processor, hidden_size=t.hidden_size,
                              num_layers=t.num_layers, vision_depth=t.vision_depth)
-    attn = "sdpa" if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
-    model.set_attn_implementation(attn) if hasattr(model, "set_attn_implementation") else None
+    from cotrain.model.loader import resolve_attn_implementation
+
+    model.set_attn_implementation(resolve_attn_implementation(cfg.model.attn_implementation))
     return model, processor, family
 
 

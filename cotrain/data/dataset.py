@@ -178,8 +178,9 @@ class SampleBuilder:
 class TrainingDataset:
     """Map-style dataset over the weighted mixture; bad samples are replaced and reported.
 
-    When a sample is bad and ``on_bad_record`` is ``skip``, the next entry (cyclically) is used in
-    its place and the replaced sample carries ``skipped=[(reason, dataset, record id)]``. The
+    When a sample is bad and ``on_bad_record`` is ``skip``, the next good entry (cyclically) is used
+    in its place and the returned sample carries ``skipped=[(reason, dataset, record id)]`` for the
+    record of the requested index (a bad record is counted when its own index is visited). The
     trainer collects those in the main process, so counts survive dataloader workers.
     """
 
@@ -205,8 +206,11 @@ class TrainingDataset:
             except BadRecordError as e:
                 if self.data_cfg.on_bad_record == "raise":
                     raise
-                log.warning("skipping bad sample (%s): %s", e.reason, e)
-                skipped.append((e.reason, ld.cfg.name, str(ld.records[r].get("id"))))
+                # count a bad record only at its own index, so each is counted once per visit
+                # even when it is also met as another index's replacement
+                if k == 0:
+                    log.warning("skipping bad sample (%s): %s", e.reason, e)
+                    skipped.append((e.reason, ld.cfg.name, str(ld.records[r].get("id"))))
                 continue
             sample["skipped"] = skipped
             return sample

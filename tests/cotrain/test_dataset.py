@@ -1,0 +1,114 @@
+"""Record -> sample path: weight expansion, bad images and over-long samples become counted skips."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from cotrain.config import DataConfig, DatasetConfig
+from cotrain.data.dataset import LoadedDataset, SampleBuilder, TrainingDataset, expand_weights, load_dataset
+from cotrain.data.encoder import ChatEncoder
+from cotrain.errors import BadRecordError, RecordError
+from cotrain.model.families import get_family
+from cotrain.model.processor import build_offline_processor
+from PIL import Image
+
+
+def _ld(name, n, weight):
+    recs = [{"id": f"{name}{i}", "task": "classification", "label": "a"} for i in range(n)]
+    return LoadedDataset(DatasetConfig(name=name, records="x", weight=weight), recs)
+
+
+def test_expand_weights_semantics():
+    pairs = expand_weights([_ld("two", 10, 2.0), _ld("half", 10, 0.5), _ld("one_half", 10, 1.5)], seed=0)
+    c = Counter(pairs)
+    assert all(c[(0, i)] == 2 for i in range(10))
+    half = [i for (d, i) in pairs if d == 1]
+    assert len(half) == 5 and len(set(half)) == 5  # without replacement
+    one_half = Counter(i for (d, i) in pairs if d == 2)
+    assert sum(one_half.values()) == 15 and set(one_half.values()) <= {1, 2}
+
+
+def test_expand_weights_is_a_function_of_seed_and_epoch():
+    ds = [_ld("half", 40, 0.5)]
+    assert expand_weights(ds, seed=1, epoch=0) == expand_weights(ds, seed=1, epoch=0)
+    assert expand_weights(ds, seed=1, epoch=0) != expand_weights(ds, seed=1, epoch=1)
+    assert expand_weights(ds, seed=1, epoch=0) != expand_weights(ds, seed=2, epoch=0)
+
+
+@pytest.fixture()
+def cls_dataset(tmp_path):
+    """Six classification records; record 1's JPEG missing, record 3's PNG and record 4's JPEG truncated."""
+    (tmp_path / "img").mkdir()
+    lines = []
+    for i in range(6):
+        ext = "png" if i == 3 else "jpg"
+        im = Image.effect_noise((300, 200), 40 + i).convert("RGB")
+        im.save(tmp_path / "img" / f"{i}.{ext}")
+        lines.append(json.dumps({"id": f"r{i}", "task": "classification", "label": ["water", "forest"][i % 2],
+                                 "images": [{"path": f"img/{i}.{ext}", "modality": "rgb", "width": 300,
+                                             "height": 200}]}))
+    (tmp_path / "img" / "1.jpg").unlink()
+    for name in ("3.png", "4.jpg"):
+        data = (tmp_path / "img" / name).read_bytes()
+        (tmp_path / "img" / name).write_bytes(data[: len(data) // 2])
+    (tmp_path / "recs.jsonl").write_text("\n".join(lines) + "\n")
+    return DatasetConfig(name="cls", records=str(tmp_path / "recs.jsonl"), image_root=str(tmp_path))
+
+
+def _builder(data_cfg):
+    fam = get_family("qwen2_5_vl")
+    proc = build_offline_processor("qwen2_5_vl")
+    return SampleBuilder(ChatEncoder(proc, fam), fam, data_cfg)
+
+
+def test_bad_images_are_counted_skips(cls_dataset):
+    data_cfg = DataConfig(max_pixels=64 * 28 * 28)
+    ld = load_dataset(cls_dataset)
+    assert ld.classes == ["forest", "water"]
+    ds = TrainingDataset([ld], _builder(data_cfg), data_cfg)
+    reasons = Counter()
+    used = []
+    for i in range(len(ds)):
+        s = ds[i]
+        reasons.update(r for r, _, _ in s["skipped"])
+        assert s["input_ids"].ndim == 1 and s["dataset"] == "cls"
+        used.append(int(s["pixel_values"].shape[0]))
+    assert reasons == {"image_missing": 1, "image_corrupt": 2}
+    skipped_ids = {rid for i in range(len(ds)) for _, _, rid in ds[i]["skipped"]}
+    assert skipped_ids == {"r1", "r3", "r4"}
+
+
+def test_on_bad_record_raise(cls_dataset):
+    data_cfg = DataConfig(on_bad_record="raise", max_pixels=64 * 28 * 28)
+    ds = TrainingDataset([load_dataset(cls_dataset)], _builder(data_cfg), data_cfg)
+    ds[0]
+    with pytest.raises(BadRecordError, match=r"r1.*does not exist"):
+        ds[1]
+    with pytest.raises(BadRecordError, match=r"r3.*3.png.*cannot be decoded"):
+        ds[3]
+    with pytest.raises(BadRecordError, match=r"r4.*4.jpg.*cannot be decoded"):
+        ds[4]
+
+
+def test_too_long_is_checked_before_decoding(cls_dataset):
+    data_cfg = DataConfig(max_length=40, on_bad_record="raise", max_pixels=64 * 28 * 28)
+    ds = TrainingDataset([load_dataset(cls_dataset)], _builder(data_cfg), data_cfg)
+    # record 1's image is missing: the length check must fire first (no decode attempted)
+    with pytest.raises(BadRecordError, match="max_length=40") as e:
+        ds[1]
+    assert e.value.reason == "too_long"
+
+
+def test_image_size_mismatch(cls_dataset, tmp_path):
+    Image.new("RGB", (100, 100)).save(tmp_path / "img" / "0.jpg")
+    data_cfg = DataConfig(on_bad_record="raise", max_pixels=64 * 28 * 28)
+    ds = TrainingDataset([load_dataset(cls_dataset)], _builder(data_cfg), data_cfg)
+    with pytest.raises(BadRecordError, match="100x100 but the record says 300x200"):
+        ds[0]
+
+
+def test_dataset_task_mismatch_names_file_and_record(cls_dataset):
+    cls_dataset.task = "vqa"
+    with pytest.raises(RecordError, match=r"recs.jsonl.*record 'r0'.*declares task 'vqa'"):
+        load_dataset(cls_dataset)
