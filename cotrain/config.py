@@ -67,6 +67,12 @@ class DatasetConfig:
     """Answer style for boxes: plain lines or a fenced JSON list."""
 
     def __post_init__(self) -> None:
+        for key in ("min_pixels", "max_pixels"):
+            v = getattr(self, key)
+            if v is not None and v <= 0:
+                raise ConfigError(f"dataset {self.name!r}: {key}={v} must be > 0 (or left out for the default)")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ConfigError(f"dataset {self.name!r}: min_pixels={self.min_pixels} > max_pixels={self.max_pixels}")
         if self.box_format not in ("hbb", "obb", "quad"):
             raise ConfigError(f"dataset {self.name!r}: box_format={self.box_format!r}; use hbb, obb or quad")
         if self.prompt_style not in ("plain", "json"):
@@ -400,6 +406,27 @@ def _check_datasets(cfg: RunConfig, source: str) -> None:
                                   "to leave it out")
     if not cfg.data.datasets:
         raise ConfigError(f"{source}: data.datasets is empty; list at least one training dataset")
+
+
+def check_budgets(cfg: RunConfig, factor: int) -> None:
+    """Raise ConfigError when a dataset's pixel budget is inverted or one image alone exceeds max_length.
+
+    ``factor`` is the family's patch * merge (28 for Qwen2/2.5-VL): one visual token per factor^2 pixels.
+    """
+    for group, items in (("data.datasets", cfg.data.datasets), ("data.eval_datasets", cfg.data.eval_datasets)):
+        for ds in items:
+            lo = ds.min_pixels if ds.min_pixels is not None else cfg.data.min_pixels
+            hi = ds.max_pixels if ds.max_pixels is not None else cfg.data.max_pixels
+            if lo > hi:
+                raise ConfigError(f"{group} {ds.name!r}: effective min_pixels={lo} > max_pixels={hi}; set both on "
+                                  "the dataset or fix data.min_pixels / data.max_pixels")
+            if hi < factor * factor:
+                raise ConfigError(f"{group} {ds.name!r}: max_pixels={hi} is below one visual token "
+                                  f"({factor}x{factor}={factor * factor} pixels); raise it")
+            tokens = hi // (factor * factor) + 2  # + vision start/end
+            if tokens >= cfg.data.max_length:
+                raise ConfigError(f"{group} {ds.name!r}: one image may take {tokens} tokens (max_pixels={hi}) but "
+                                  f"data.max_length={cfg.data.max_length}; raise max_length or lower max_pixels")
 
 
 def check_files(cfg: RunConfig) -> None:

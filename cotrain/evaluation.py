@@ -26,6 +26,7 @@ import torch
 from shapely.geometry import Polygon
 from tqdm.auto import tqdm
 
+from cotrain.boxes import order_quad
 from cotrain.data.dataset import LoadedDataset, SampleBuilder
 from cotrain.errors import BadRecordError
 
@@ -43,22 +44,33 @@ def normalise_answer(text: str) -> str:
 
 
 def extract_choice(text: str, choices: list[str]) -> int | None:
-    """Index of the option the answer names, or None when none or several can be read from it."""
+    """Index of the option the answer names, or None when none or several can be read from it.
+
+    Accepted: exactly one option text; a bare letter (``B``, ``B.``, ``(B)``, ``B)``); or a
+    letter followed by that same option's text (``B. forest``). Anything else (``A river`` when
+    "A river" is not option A's text, ``I am not sure``, ``C and D``) extracts nothing.
+    """
     t = text.strip()
-    letters = [chr(ord("A") + i) for i in range(len(choices))]
-    m = re.match(r"^\(?([A-Z])\)?(?:[.:)\s]|$)", t)
-    if m and m.group(1) in letters:
-        return letters.index(m.group(1))
     norm = normalise_answer(t)
     hits = [i for i, c in enumerate(choices) if normalise_answer(c) == norm]
     if len(hits) == 1:
         return hits[0]
+    letters = [chr(ord("A") + i) for i in range(len(choices))]
+    m = re.fullmatch(r"\(?([A-Z])\)?[.:)]?", t)
+    if m and m.group(1) in letters:
+        return letters.index(m.group(1))
+    m = re.fullmatch(r"\(?([A-Z])\)?[.:)]?\s+(.+)", t, flags=re.S)
+    if m and m.group(1) in letters:
+        i = letters.index(m.group(1))
+        if normalise_answer(m.group(2)) == normalise_answer(choices[i]):
+            return i
     return None
 
 
 def _polygon(box: dict) -> Polygon:
     if "quad" in box:
-        q = box["quad"]
+        # records may list quad vertices in any order; an unordered quad is a bow-tie polygon
+        q = order_quad(box["quad"])
         return Polygon([(q[0], q[1]), (q[2], q[3]), (q[4], q[5]), (q[6], q[7])])
     x1, y1, x2, y2 = box["hbb"]
     return Polygon([(x1, y1), (x2, y1), (x2, y2), (x1, y2)])
@@ -98,7 +110,7 @@ def score(record: dict, conv: Any, response: str, builder: SampleBuilder, box_fo
         idx = extract_choice(response, record["choices"])
         return idx == record["answer"], {"extracted": idx, "answer": record["answer"]}
     if task == "grounding":
-        img = conv.images[0]
+        img = conv.images[int(record["target"].get("image", 0))]
         orig = (int(img["width"]), int(img["height"]))
         h, w = img["resized"]
         values = builder.codec.parse(response, box_format)
@@ -163,15 +175,29 @@ def evaluate_datasets(model, processor, builder: SampleBuilder, datasets: list[L
 
 
 def summarise(ld: LoadedDataset, preds: list[Prediction], skips: Counter) -> dict:
-    """Per-dataset numbers, with the chance and majority baselines for classification."""
-    task = ld.records[0]["task"]
+    """Per-dataset numbers, with chance / majority baselines; per task when a dataset mixes tasks."""
+    tasks = sorted({p.task for p in preds}) or sorted({r["task"] for r in ld.records})
+    per_task = {t: _summarise_task(ld, t, [p for p in preds if p.task == t]) for t in tasks}
+    if len(per_task) == 1:
+        out = next(iter(per_task.values()))
+    else:
+        scored = [p for p in preds if p.correct is not None]
+        out = {"task": "mixed", "n": len(preds), "by_task": per_task,
+               "empty_responses": sum(1 for p in preds if not p.response.strip())}
+        if scored:
+            out["accuracy"] = sum(p.correct for p in scored) / len(scored)
+    out["skipped"] = dict(skips)
+    return out
+
+
+def _summarise_task(ld: LoadedDataset, task: str, preds: list[Prediction]) -> dict:
     scored = [p for p in preds if p.correct is not None]
-    out: dict[str, Any] = {"task": task, "n": len(preds), "skipped": dict(skips),
+    out: dict[str, Any] = {"task": task, "n": len(preds),
                            "empty_responses": sum(1 for p in preds if not p.response.strip())}
     if scored:
         out["accuracy"] = sum(p.correct for p in scored) / len(scored)
     if task == "classification":
-        classes = ld.classes or sorted({r["label"] for r in ld.records})
+        classes = ld.classes or sorted({r["label"] for r in ld.records if r["task"] == task})
         out["classes"] = len(classes)
         out["chance"] = 1.0 / len(classes)
     if task in ("classification", "vqa", "zoom_vqa") and preds:
@@ -182,9 +208,8 @@ def summarise(ld: LoadedDataset, preds: list[Prediction], skips: Counter) -> dic
     if task == "mcq" and preds:
         by_id = {str(r["id"]): r for r in ld.records}
         out["chance"] = sum(1.0 / len(by_id[p.record_id]["choices"]) for p in preds) / len(preds)
+        out["instruction_following"] = sum(1 for p in preds if p.details.get("extracted") is not None) / len(preds)
     if task == "grounding" and preds:
         out["mean_iou"] = sum(p.details.get("iou", 0.0) for p in preds) / len(preds)
         out["parse_rate"] = sum(1 for p in preds if p.details.get("parsed")) / len(preds)
-    if task == "mcq" and preds:
-        out["instruction_following"] = sum(1 for p in preds if p.details.get("extracted") is not None) / len(preds)
     return out

@@ -44,6 +44,9 @@ IMAGE_PLACEHOLDER = "<image>"
 BOX_REF = re.compile(r"<box>(.*?)</box>")
 """A reference ``<box>i</box>`` from a conversation turn into the record's ``boxes`` list."""
 
+MAX_ASPECT_RATIO = 200
+"""Longest/shortest side above which Qwen-VL smart resize refuses an image."""
+
 
 class _Where:
     """Where a record came from, for error messages."""
@@ -109,6 +112,10 @@ def _check_images(obj: dict, w: _Where) -> list[dict]:
             if not _is_int(v) or v <= 0:
                 raise w.error(f"{f}.{side}", f"must be a positive integer, got {v!r}",
                               "record the decoded image size in pixels")
+        ratio = max(img["width"], img["height"]) / min(img["width"], img["height"])
+        if ratio > MAX_ASPECT_RATIO:
+            raise w.error(f, f"is {img['width']}x{img['height']}, aspect ratio {ratio:.0f} > {MAX_ASPECT_RATIO}, "
+                          "which Qwen-VL resizing rejects", "crop or tile the image, or drop the record")
     return images
 
 

@@ -8,6 +8,7 @@ are counted skips (``data.on_bad_record``) reported in the run summary.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from cotrain.config import RunConfig, check_files, config_to_dict
+from cotrain.config import RunConfig, check_budgets, check_files, config_to_dict
 from cotrain.data.dataset import LoadedDataset, SampleBuilder, TrainingDataset, load_dataset
 from cotrain.errors import ConfigError
 from cotrain.model.families import get_family
@@ -55,9 +56,41 @@ def prepare_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDatase
         ensure_demo_data(cfg.data.data_root, seed=s.seed, n_scenes=s.n_scenes, n_large=s.n_large,
                          large_size=s.large_size)
     check_files(cfg)
+    check_budgets(cfg, resolve_family(cfg).factor)
     train = [load_dataset(ds) for ds in cfg.data.datasets]
     evals = [load_dataset(ds) for ds in cfg.data.eval_datasets]
+    share_class_lists(train, evals)
     return train, evals
+
+
+def resolve_family(cfg: RunConfig):
+    """The model family, known before any model is loaded (tiny config or the checkpoint's config.json)."""
+    if not cfg.model.path:
+        return get_family(cfg.model.tiny.family)
+    cfg_file = Path(cfg.model.path) / "config.json"
+    if not cfg_file.is_file():
+        raise ConfigError(f"model.path={cfg.model.path!r} has no config.json; point it at a local HF checkpoint "
+                          "directory")
+    try:
+        model_type = json.loads(cfg_file.read_text()).get("model_type")
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{cfg_file}: not valid JSON ({e})") from None
+    return get_family(str(model_type))
+
+
+def share_class_lists(train: list[LoadedDataset], evals: list[LoadedDataset]) -> None:
+    """Held-out prompts list the classes of the same-named training dataset, as training did."""
+    by_name = {ld.cfg.name: ld for ld in train}
+    for ld in evals:
+        src = by_name.get(ld.cfg.name)
+        if src is None or src.classes is None or ld.classes is None:
+            continue
+        if set(ld.classes) <= set(src.classes):
+            ld.classes = src.classes
+        else:
+            extra = sorted(set(ld.classes) - set(src.classes))
+            log.warning("eval dataset %r has classes unseen in training: %s", ld.cfg.name, extra)
+            ld.classes = sorted(set(src.classes) | set(ld.classes))
 
 
 def build_model(cfg: RunConfig):
@@ -123,6 +156,18 @@ def _trainer_class():
                                         num_items_in_batch=num_items_in_batch)
 
     return CotrainTrainer
+
+
+def _epoch_callback(dataset: TrainingDataset):
+    from transformers import TrainerCallback
+
+    class EpochCallback(TrainerCallback):
+        """Tell the dataset which epoch starts: fresh fractional draws, templates and resizes."""
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            dataset.set_epoch(int(round(state.epoch or 0)))
+
+    return EpochCallback()
 
 
 def save_final(model, processor, out_dir: Path) -> Path:
@@ -199,7 +244,8 @@ def run_training(cfg: RunConfig) -> dict:
         use_cpu=use_cpu,
         disable_tqdm=False,
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=make_collate(pad_id))
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=make_collate(pad_id),
+                               callbacks=[_epoch_callback(train_ds)])
     t_train = time.time()
     trainer.train()
     train_seconds = time.time() - t_train

@@ -25,7 +25,7 @@ from cotrain.boxes import BoxCodec
 from cotrain.config import DataConfig, DatasetConfig
 from cotrain.errors import BadRecordError, RecordError
 from cotrain.records import read_records
-from cotrain.resolution import random_resize, smart_resize
+from cotrain.resolution import ImageSizeError, random_resize, smart_resize
 from cotrain.tasks import build_conversation, prompt_only
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,12 @@ def load_dataset(ds: DatasetConfig) -> LoadedDataset:
                 raise RecordError(
                     f"task {rec['task']!r} but dataset {ds.name!r} declares task {ds.task!r}; fix the record or "
                     "drop 'task' from the dataset entry", path=ds.records, record_id=rec.get("id"), field="task")
-    if ds.max_samples is not None:
-        records = records[: ds.max_samples]
     if not records:
         raise RecordError(f"dataset {ds.name!r} has no records", path=ds.records)
-    return LoadedDataset(ds, records, dataset_classes(records))
+    classes = dataset_classes(records)  # from all records: max_samples must not shrink the class list
+    if ds.max_samples is not None:
+        records = records[: ds.max_samples]
+    return LoadedDataset(ds, records, classes)
 
 
 def expand_weights(datasets: list[LoadedDataset], seed: int, epoch: int = 0) -> list[tuple[int, int]]:
@@ -92,16 +93,55 @@ def expand_weights(datasets: list[LoadedDataset], seed: int, epoch: int = 0) -> 
     return pairs
 
 
-def open_image(path: str | Path, record_id: str) -> Image.Image:
-    """Decode an image fully (so truncation is caught here) as RGB; BadRecordError on failure."""
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+"""PIL modes of 16-bit / 32-bit / float images (common for IR and SAR) that need a stretch, not a clip."""
+
+
+def _stretch_to_8bit(im: Image.Image) -> Image.Image:
+    """2-98 percentile stretch of a high-bit-depth single-band image to 8 bits (a plain clip
+    turns most 16-bit IR images white and float images black)."""
+    a = np.asarray(im, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+    if hi <= lo:
+        hi = lo + 1.0
+    out = np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo), 0.0, 1.0) * 255.0
+    return Image.fromarray(out.round().astype(np.uint8), mode="L")
+
+
+def open_image(path: str | Path, record_id: str, *, expected_wh: tuple[int, int] | None = None,
+               target_wh: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image as 8-bit RGB, checked against its recorded size; BadRecordError on failure.
+
+    The header size is compared with ``expected_wh`` before any pixel is decoded. With
+    ``target_wh``, JPEGs are decoded at a reduced scale (DCT scaling, still >= the target) and
+    the result is resized to exactly ``target_wh``. Decoding is complete, so truncation is caught.
+    """
     p = Path(path)
     if not p.is_file():
         raise BadRecordError(f"record {record_id!r}: image {str(p)!r} does not exist", reason="image_missing",
                              record_id=record_id)
     try:
         with Image.open(p) as im:
+            if expected_wh is not None and im.size != tuple(expected_wh):
+                raise BadRecordError(
+                    f"record {record_id!r}: image {str(p)!r} is {im.width}x{im.height} but the record says "
+                    f"{expected_wh[0]}x{expected_wh[1]}; re-run the converter", reason="image_size_mismatch",
+                    record_id=record_id)
+            if target_wh is not None and im.format == "JPEG":
+                im.draft("RGB", tuple(target_wh))
             im.load()
-            return im.convert("RGB")
+            if im.mode in HIGH_BIT_MODES:
+                rgb = _stretch_to_8bit(im).convert("RGB")
+            else:
+                rgb = im if im.mode == "RGB" else im.convert("RGB")
+            if target_wh is not None and rgb.size != tuple(target_wh):
+                rgb = rgb.resize(tuple(target_wh), Image.BICUBIC)
+            return rgb if rgb is not im else im.copy()
+    except Image.DecompressionBombError as e:
+        raise BadRecordError(f"record {record_id!r}: image {str(p)!r} is too large to decode whole ({e}); "
+                             "tile it (zoom_chain reads windows of large images)", reason="image_too_large",
+                             record_id=record_id) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise BadRecordError(f"record {record_id!r}: image {str(p)!r} cannot be decoded ({e})",
                              reason="image_corrupt", record_id=record_id) from None
@@ -118,17 +158,21 @@ class SampleBuilder:
 
     def target_sizes(self, record: dict, ds: DatasetConfig, epoch: int, index: int) -> list[tuple[int, int]]:
         """Resized (h, w) per image, from the recorded sizes: no pixels are decoded here."""
-        lo = ds.min_pixels or self.data_cfg.min_pixels
-        hi = ds.max_pixels or self.data_cfg.max_pixels
+        lo = ds.min_pixels if ds.min_pixels is not None else self.data_cfg.min_pixels
+        hi = ds.max_pixels if ds.max_pixels is not None else self.data_cfg.max_pixels
         f = self.family.factor
         rng = np.random.default_rng(stable_seed(self.data_cfg.seed, epoch, ds.name, index, "resize"))
         sizes = []
         for img in record["images"]:
             h, w = int(img["height"]), int(img["width"])
-            if ds.random_resize > 0 and rng.random() < ds.random_resize:
-                sizes.append(tuple(random_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi, rng=rng)))
-            else:
-                sizes.append(tuple(smart_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi)))
+            try:
+                if ds.random_resize > 0 and rng.random() < ds.random_resize:
+                    sizes.append(tuple(random_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi, rng=rng)))
+                else:
+                    sizes.append(tuple(smart_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi)))
+            except ImageSizeError as e:
+                raise BadRecordError(f"record {record.get('id')!r} of {ds.name!r}: {e}", reason="image_size",
+                                     record_id=record.get("id")) from None
         return sizes
 
     def conversation(self, record: dict, ld: LoadedDataset, epoch: int, index: int):
@@ -140,18 +184,10 @@ class SampleBuilder:
             classes=ld.classes, dataset=ds.name)
 
     def load_pixels(self, conv) -> list[Image.Image]:
-        images = []
+        """Decode each image of ``conv`` straight to its resized (h, w)."""
         rid = conv.meta.get("id", "?")
-        for img in conv.images:
-            im = open_image(img["abs_path"], rid)
-            if (im.width, im.height) != (int(img["width"]), int(img["height"])):
-                raise BadRecordError(
-                    f"record {rid!r}: image {img['abs_path']!r} is {im.width}x{im.height} but the record says "
-                    f"{img['width']}x{img['height']}; re-run the converter", reason="image_size_mismatch",
-                    record_id=rid)
-            h, w = img["resized"]
-            images.append(im.resize((w, h), Image.BICUBIC))
-        return images
+        return [open_image(img["abs_path"], rid, expected_wh=(int(img["width"]), int(img["height"])),
+                           target_wh=(int(img["resized"][1]), int(img["resized"][0]))) for img in conv.images]
 
     def build(self, record: dict, ld: LoadedDataset, epoch: int, index: int, *, prompt: bool = False) -> dict:
         """Encoded training sample (or generation prompt) of ``record``."""
@@ -188,10 +224,17 @@ class TrainingDataset:
         self.datasets = datasets
         self.builder = builder
         self.data_cfg = data_cfg
-        self.pairs = expand_weights(datasets, data_cfg.seed, epoch)
-        self.epoch = epoch
+        self.set_epoch(epoch)
         if not self.pairs:
             raise RecordError("the weighted mixture is empty; check dataset weights")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Redraw the fractional weights and reseed templates / random resize for ``epoch``.
+
+        The epoch length does not change (each dataset contributes round(weight * n) entries).
+        """
+        self.epoch = int(epoch)
+        self.pairs = expand_weights(self.datasets, self.data_cfg.seed, self.epoch)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -202,7 +245,8 @@ class TrainingDataset:
             d, r = self.pairs[(i + k) % len(self.pairs)]
             ld = self.datasets[d]
             try:
-                sample = self.builder.build(ld.records[r], ld, self.epoch, (i + k) % len(self.pairs))
+                # seeds of index i, so a replacement is not a copy of the sample at index i + k
+                sample = self.builder.build(ld.records[r], ld, self.epoch, i)
             except BadRecordError as e:
                 if self.data_cfg.on_bad_record == "raise":
                     raise

@@ -21,6 +21,8 @@ text was rendered for exactly those sizes), pick templates, or pad/batch (collat
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 import torch
@@ -31,6 +33,11 @@ from cotrain.model.families import FamilySpec, get_family
 
 IGNORE_INDEX = -100
 """Label value the loss ignores."""
+
+STRUCTURAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>",
+                     "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+"""Special tokens that only the encoder may emit; inside content they are tokenized as text."""
+_STRUCTURAL_RE = re.compile("(" + "|".join(re.escape(t) for t in STRUCTURAL_TOKENS) + ")")
 
 IMAGE_SPAN = "<|vision_start|><|image_pad|><|vision_end|>"
 """What one image part renders to in the chat text (before expansion to n image tokens)."""
@@ -142,7 +149,19 @@ class ChatEncoder:
 
     def _tokenize(self, text: str) -> list[int]:
         ids = self._cache.get(text)
-        return ids if ids is not None else self.tokenizer.encode(text, add_special_tokens=False)
+        if ids is not None:
+            return ids
+        if not any(t in text for t in STRUCTURAL_TOKENS):
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        # Content is data, not structure: a record quoting "<|image_pad|>" or "<|im_end|>" must
+        # not add image slots without features or fake a turn boundary, so those strings become
+        # plain text. Grounding specials (<|box_start|>, <|object_ref_start|>, ...) stay special.
+        ids = []
+        for piece in _STRUCTURAL_RE.split(text):
+            if piece:
+                ids += self.tokenizer.encode(piece, add_special_tokens=False,
+                                             split_special_tokens=piece in STRUCTURAL_TOKENS)
+        return ids
 
     def image_token_count(self, height: int, width: int, record_id: str = "?") -> int:
         """Visual tokens of a (height, width) image that is already a multiple of the factor."""

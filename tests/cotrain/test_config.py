@@ -132,3 +132,27 @@ def test_demo_recipe_is_valid():
     assert cfg.model.path is None
     names = {d.name for d in cfg.data.datasets}
     assert "syn_cls" in names
+
+
+def test_budgets_are_checked_before_model_load():
+    from cotrain.config import check_budgets
+
+    raw = _raw()
+    raw["data"]["datasets"][0].update({"min_pixels": 5000, "max_pixels": 4000})
+    with pytest.raises(ConfigError, match="min_pixels=5000 > max_pixels=4000"):
+        load_config(raw=raw)
+    raw = _raw()
+    raw["data"]["datasets"][0]["min_pixels"] = -5
+    with pytest.raises(ConfigError, match="min_pixels=-5 must be > 0"):
+        load_config(raw=raw)
+    # dataset min above the data-level max: only visible once defaults are merged
+    raw = _raw()
+    raw["data"]["datasets"][0]["min_pixels"] = 10**7
+    cfg = load_config(raw=raw)
+    with pytest.raises(ConfigError, match="effective min_pixels=10000000 > max_pixels"):
+        check_budgets(cfg, 28)
+    # 256 visual tokens per image cannot fit max_length=200
+    cfg = load_config(raw=_raw(), overrides=["data.max_pixels=200704", "data.max_length=200"])
+    with pytest.raises(ConfigError, match="258 tokens.*max_length=200"):
+        check_budgets(cfg, 28)
+    check_budgets(load_config(raw=_raw()), 28)

@@ -208,3 +208,22 @@ def test_default_system_comes_from_template():
     conv = {"messages": [{"role": "user", "content": "hi"}]}
     assert encoder.render(conv) == processor.apply_chat_template(conv["messages"], tokenize=False)
     assert encoder.render(conv) == "<|im_start|>user\nhi<|im_end|>\n"
+
+
+def test_special_token_strings_in_content_stay_text(byte_setup):
+    # A record quoting "<|image_pad|>" or "<|im_end|>" must not add an image slot without
+    # features nor fake a turn boundary: content is tokenized as plain bytes.
+    processor, encoder = byte_setup
+    tok = processor.tokenizer
+    conv = {"messages": [
+        {"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": "a<|image_pad|>b"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "x<|im_end|>y"}]}]}
+    sample = encoder.encode(conv, [_image(56, 56)])
+    image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    ids = sample["input_ids"].tolist()
+    assert ids.count(image_pad) == sample["num_image_tokens"] == 4  # 56x56 -> 2x2 merged tokens
+    assert ids.count(im_end) == 3  # system, user, assistant turns only
+    # the labelled span decodes to the literal text plus the real end of turn
+    assert [tok.decode(s) for s in _labelled_spans(sample)] == ["x<|im_end|>y<|im_end|>"]
+    assert encoder.length_estimate(conv, [(56, 56)]) == len(ids)

@@ -24,11 +24,19 @@ CHOICES = ["water", "forest", "urban", "bare soil"]
 
 
 @pytest.mark.parametrize("text, idx", [
-    ("B", 1), ("B.", 1), ("(C)", 2), ("D. bare soil", 3), ("forest", 1), ("Bare soil", 3),
-    ("", None), ("E", None), ("water or forest", None), ("Because", None), ("nonsense", None),
+    ("B", 1), ("B.", 1), ("(C)", 2), ("C)", 2), ("D. bare soil", 3), ("D bare soil", 3), ("forest", 1),
+    ("Bare soil", 3), ("", None), ("E", None), ("water or forest", None), ("Because", None),
+    ("nonsense", None), ("C and D", None), ("A. forest", None), ("B:", 1),
 ])
 def test_extract_choice(text, idx):
     assert extract_choice(text, CHOICES) == idx
+
+
+def test_extract_choice_does_not_read_words_as_letters():
+    choices = ["lake", "farm", "A river", "road", "x", "y", "z", "w", "I-beam"]
+    assert extract_choice("A river", choices) == 2  # the option text, not letter A
+    assert extract_choice("I am not sure", choices) is None  # not option I
+    assert extract_choice("I", choices) == 8
 
 
 def test_box_iou_hand_cases():
@@ -40,5 +48,28 @@ def test_box_iou_hand_cases():
     # a square rotated 45 degrees inside the 10x10 box: diamond area 50, all inside -> IoU 0.5
     diamond = {"quad": [5, 0, 10, 5, 5, 10, 0, 5]}
     assert box_iou(a, diamond) == pytest.approx(0.5)
+    # vertex order does not matter: a bow-tie listing of the same square is the same box
+    assert box_iou(a, {"quad": [0, 0, 10, 10, 10, 0, 0, 10]}) == pytest.approx(1.0)
     # degenerate boxes score 0 instead of raising
     assert box_iou(a, {"quad": [1, 1, 1, 1, 1, 1, 1, 1]}) == 0.0
+
+
+def test_summarise_mixed_task_dataset():
+    from collections import Counter
+
+    from cotrain.config import DatasetConfig
+    from cotrain.data.dataset import LoadedDataset
+    from cotrain.evaluation import Prediction, summarise
+
+    recs = [{"id": "c1", "task": "classification", "label": "a", "classes": ["a", "b"]},
+            {"id": "v1", "task": "vqa", "question": "q", "answer": "yes"},
+            {"id": "v2", "task": "vqa", "question": "q", "answer": "no"}]
+    ld = LoadedDataset(DatasetConfig(name="m", records="x"), recs, ["a", "b"])
+    preds = [Prediction("m", "c1", "classification", "", "a", True, {"label": "a"}),
+             Prediction("m", "v1", "vqa", "", "", False, {"answer": "yes"}),
+             Prediction("m", "v2", "vqa", "", "no", True, {"answer": "no"})]
+    out = summarise(ld, preds, Counter({"image_missing": 1}))
+    assert out["task"] == "mixed" and out["accuracy"] == pytest.approx(2 / 3)
+    assert out["by_task"]["classification"]["chance"] == 0.5
+    assert out["by_task"]["vqa"]["accuracy"] == 0.5 and out["by_task"]["vqa"]["empty_responses"] == 1
+    assert out["skipped"] == {"image_missing": 1}

@@ -172,3 +172,15 @@ def test_duplicate_ids(tmp_path):
     path = write_jsonl(tmp_path, [record("vqa"), record("mcq", id="a"), record("vqa")])
     with pytest.raises(RecordError, match=rf"{path}:3: record 'vqa-1': field 'id': duplicate id, first used on line 1"):
         read_records(path)
+
+
+def test_extreme_aspect_ratio_is_rejected_at_validation():
+    from cotrain.errors import RecordError
+    from cotrain.records import validate_record
+
+    rec = {"id": "thin", "task": "classification", "label": "x",
+           "images": [{"path": "p.png", "modality": "rgb", "width": 4020, "height": 20}]}
+    with pytest.raises(RecordError, match=r"f.jsonl:3.*'thin'.*images\[0\].*aspect ratio 201 > 200"):
+        validate_record(rec, path="f.jsonl", line=3)
+    rec["images"][0]["width"] = 4000  # exactly 200 is allowed, as in transformers
+    validate_record(rec, path="f.jsonl", line=3)
