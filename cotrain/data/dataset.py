@@ -178,10 +178,14 @@ class SampleBuilder:
     def conversation(self, record: dict, ld: LoadedDataset, epoch: int, index: int):
         ds = ld.cfg
         sizes = self.target_sizes(record, ds, epoch, index)
-        return build_conversation(
-            record, image_root=ds.image_root, resized_sizes=sizes, codec=self.codec, seed=self.data_cfg.seed,
-            epoch=epoch, index=index, box_format=ds.box_format, prompt_style=ds.prompt_style,
-            classes=ld.classes, dataset=ds.name)
+        try:
+            return build_conversation(
+                record, image_root=ds.image_root, resized_sizes=sizes, codec=self.codec, seed=self.data_cfg.seed,
+                epoch=epoch, index=index, box_format=ds.box_format, prompt_style=ds.prompt_style,
+                classes=ld.classes, dataset=ds.name)
+        except RecordError as e:
+            # a record that validates but cannot be phrased (label outside the class list, ...)
+            raise BadRecordError(f"{ds.name}: {e}", reason="bad_record", record_id=record.get("id")) from None
 
     def load_pixels(self, conv) -> list[Image.Image]:
         """Decode each image of ``conv`` straight to its resized (h, w)."""

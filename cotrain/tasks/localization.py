@@ -35,6 +35,10 @@ def build_detection(record: dict, ctx: BuildContext) -> tuple[list[dict], dict]:
     template = ctx.pick(f"detection.{ctx.prompt_style}", T.DETECTION[ctx.prompt_style])
     question = template.format(classes=", ".join(classes), image=ctx.image_noun(),
                                box_desc=T.BOX_DESCRIPTIONS[ctx.box_format])
+    if any(o.get("image", 0) != 0 for o in record["objects"]):
+        # one answer list has one coordinate frame: objects of a second image would be ambiguous
+        raise ctx.fail("objects", "has objects on an image other than the first",
+                       "split multi-image detection into one record per image")
     orig, resized = ctx.sizes(0)
     answer = format_detection_answer(record["objects"], ctx.box_format, ctx.codec, orig, resized,
                                      style=ctx.prompt_style)

@@ -192,3 +192,17 @@ def test_empty_detection_and_bad_options():
                            index=0)
     with pytest.raises(ValueError, match="seed"):
         build(rec("vqa"), seed=-1)
+
+
+def test_detection_answer_by_hand_and_multi_image_objects_refused():
+    from cotrain.errors import RecordError
+
+    r = rec("detection", objects=[{"label": "car", "hbb": [500, 250, 600, 300]},
+                                  {"label": "car", "hbb": [100, 50, 300, 250]}], classes=["car"])
+    # 1000x500 -> 448x224, scale 0.448: [100,50,300,250] -> [44.8,22.4,134.4,112] -> [45,22,134,112];
+    # [500,250,600,300] -> [224,112,268.8,134.4] -> [224,112,269,134]; top-most first
+    assert final_answer(build(r, box_format="hbb")) == "[45, 22, 134, 112] car\n[224, 112, 269, 134] car"
+    two = rec("detection", images=(RGB, IR), objects=[{"label": "car", "hbb": [1, 1, 20, 20], "image": 1}],
+              classes=["car"])
+    with pytest.raises(RecordError, match="image other than the first"):
+        build(two, box_format="hbb")
