@@ -69,7 +69,8 @@ def draw_prediction(image_path: str, pred: Any, record: dict, out: Path, max_sid
     d = ImageDraw.Draw(canvas)
     truth = record.get("label") or record.get("answer") or record.get("expression") or ""
     mark = {True: "OK", False: "WRONG", None: "-"}[pred.correct]
-    d.text((4, 2), f"[{record['task']}] {pred.prompt[:90]}", fill="black")
+    one_line = " ".join(pred.prompt.split())  # prompts hold newlines (class lists, options)
+    d.text((4, 2), f"[{record['task']}] {one_line[:90]}", fill="black")
     d.text((4, 18), f"model: {pred.response[:90]!r}", fill="red" if pred.correct is False else "darkgreen")
     d.text((4, 34), f"truth: {str(truth)[:80]}   {mark}", fill="black")
     canvas.save(out)
