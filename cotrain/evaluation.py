@@ -141,34 +141,51 @@ def generate_batch(model, processor, samples: list[dict], max_new_tokens: int) -
     return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
 
+def generate_responses(model, processor, builder: SampleBuilder, ld: LoadedDataset, *, max_samples: int,
+                       batch_size: int, max_new_tokens: int, skips: Counter | None = None):
+    """Greedy responses to the first ``max_samples`` records of ``ld``: a list of (record, conversation, text).
+
+    Prompts are built exactly as in training (epoch 0, record index as the template index); records
+    whose images are missing or corrupt are counted in ``skips`` and left out.
+    """
+    model.eval()
+    items: list[tuple[dict, Any, dict]] = []
+    for i, rec in enumerate(ld.records[:max_samples]):
+        try:
+            conv = builder.conversation(rec, ld, 0, i)
+            sample = builder.encode(conv, ld, prompt=True)
+        except BadRecordError as e:
+            if skips is not None:
+                skips[e.reason] += 1
+            log.warning("eval skip (%s): %s", e.reason, e)
+            continue
+        items.append((rec, conv, sample))
+    out = []
+    for start in tqdm(range(0, len(items), batch_size), desc=f"generate {ld.cfg.name}", leave=False):
+        chunk = items[start:start + batch_size]
+        responses = generate_batch(model, processor, [c[2] for c in chunk], max_new_tokens)
+        out.extend((rec, conv, resp) for (rec, conv, _), resp in zip(chunk, responses))
+    return out
+
+
+def user_text(conv: Any) -> str:
+    """The text of the user turns of a conversation (what was asked)."""
+    return " ".join(p["text"] for m in conv.messages if m["role"] == "user"
+                    for p in m["content"] if p.get("type") == "text")
+
+
 def evaluate_datasets(model, processor, builder: SampleBuilder, datasets: list[LoadedDataset], *,
                       max_samples: int, batch_size: int, max_new_tokens: int) -> tuple[dict, list[Prediction]]:
     """Evaluate each dataset; returns (metrics per dataset, predictions)."""
-    model.eval()
     metrics: dict[str, dict] = {}
     preds: list[Prediction] = []
     for ld in datasets:
-        records = ld.records[:max_samples]
         skips: Counter = Counter()
-        ds_preds: list[Prediction] = []
-        items: list[tuple[dict, Any, dict]] = []
-        for i, rec in enumerate(records):
-            try:
-                conv = builder.conversation(rec, ld, 0, i)
-                sample = builder.encode(conv, ld, prompt=True)
-            except BadRecordError as e:
-                skips[e.reason] += 1
-                log.warning("eval skip (%s): %s", e.reason, e)
-                continue
-            items.append((rec, conv, sample))
-        for start in tqdm(range(0, len(items), batch_size), desc=f"eval {ld.cfg.name}", leave=False):
-            chunk = items[start:start + batch_size]
-            responses = generate_batch(model, processor, [c[2] for c in chunk], max_new_tokens)
-            for (rec, conv, sample), resp in zip(chunk, responses):
-                ok, details = score(rec, conv, resp, builder, ld.cfg.box_format)
-                prompt_text = " ".join(p["text"] for m in conv.messages if m["role"] == "user"
-                                       for p in m["content"] if p.get("type") == "text")
-                ds_preds.append(Prediction(ld.cfg.name, str(rec["id"]), rec["task"], prompt_text, resp, ok, details))
+        ds_preds = []
+        for rec, conv, resp in generate_responses(model, processor, builder, ld, max_samples=max_samples,
+                                                  batch_size=batch_size, max_new_tokens=max_new_tokens, skips=skips):
+            ok, details = score(rec, conv, resp, builder, ld.cfg.box_format)
+            ds_preds.append(Prediction(ld.cfg.name, str(rec["id"]), rec["task"], user_text(conv), resp, ok, details))
         metrics[ld.cfg.name] = summarise(ld, ds_preds, skips)
         preds.extend(ds_preds)
     return metrics, preds
@@ -213,3 +230,43 @@ def _summarise_task(ld: LoadedDataset, task: str, preds: list[Prediction]) -> di
         out["mean_iou"] = sum(p.details.get("iou", 0.0) for p in preds) / len(preds)
         out["parse_rate"] = sum(1 for p in preds if p.details.get("parsed")) / len(preds)
     return out
+
+
+def predict_to_jsonl(model_dir: str, records: str, image_root: str, out_path: str, *, box_format: str = "quad",
+                     prompt_style: str = "plain", max_samples: int = 10**9, batch_size: int = 16,
+                     max_new_tokens: int = 256, min_pixels: int | None = None, max_pixels: int | None = None,
+                     seed: int = 0) -> int:
+    """Generate responses for a records file with a saved model; write one JSON line per record.
+
+    Each line: ``{"id", "task", "prompt", "response", "resized": [h, w], "orig_wh": [w, h]}`` (sizes of
+    the first image), which is what ``tools/eval_det.py`` needs to map boxes back to original pixels.
+    Returns the number of lines written; the file is written to a temporary name and renamed.
+    """
+    import json
+    import os
+
+    from cotrain.config import DataConfig, DatasetConfig
+    from cotrain.data.dataset import load_dataset
+    from cotrain.data.encoder import ChatEncoder
+    from cotrain.model.loader import load_model_and_processor
+
+    model, processor, family = load_model_and_processor(model_dir)
+    data_cfg = DataConfig(seed=seed, min_pixels=min_pixels or family.default_min_pixels,
+                          max_pixels=max_pixels or 256 * family.factor ** 2)
+    ds = DatasetConfig(name=os.path.splitext(os.path.basename(records))[0], records=records, image_root=image_root,
+                       box_format=box_format, prompt_style=prompt_style)
+    ld = load_dataset(ds)
+    builder = SampleBuilder(ChatEncoder(processor, family), family, data_cfg)
+    skips: Counter = Counter()
+    rows = generate_responses(model, processor, builder, ld, max_samples=max_samples, batch_size=batch_size,
+                              max_new_tokens=max_new_tokens, skips=skips)
+    tmp = out_path + ".tmp"
+    with open(tmp, "w") as f:
+        for rec, conv, resp in rows:
+            img = conv.images[0]
+            f.write(json.dumps({"id": str(rec["id"]), "task": rec["task"], "prompt": user_text(conv), "response": resp,
+                                "resized": list(img["resized"]), "orig_wh": [img["width"], img["height"]]}) + "\n")
+    os.replace(tmp, out_path)
+    if skips:
+        log.warning("skipped records: %s", dict(skips))
+    return len(rows)

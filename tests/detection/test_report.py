@@ -1,0 +1,91 @@
+"""The comparison table end to end: records -> oracle responses / simulated detector -> eval_det CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cotrain.data.synthetic import generate_demo_data
+from detection.dota import write_task1_dir
+from detection.records import gts_from_records, oracle_responses, simulate_detector
+from detection.report import compare_methods, table_markdown
+from detection.types import GT, Det
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sq(x, y, s=10.0):
+    return np.array([x, y, x + s, y, x + s, y + s, x, y + s], dtype=float)
+
+
+def test_hand_checkable_rows():
+    # one class, two images, three GT. VLM: one TP then one FP in image a, nothing in b.
+    gts = {"a": [GT("ship", _sq(0, 0)), GT("ship", _sq(50, 50))], "b": [GT("ship", _sq(0, 0))]}
+    vlm = {"a": [Det("ship", _sq(0, 0)), Det("ship", _sq(200, 200))]}
+    # detector: scores rank the FP first; a threshold of 0.5 removes it
+    det = {"a": [Det("ship", _sq(200, 200), 0.3), Det("ship", _sq(0, 0), 0.9), Det("ship", _sq(50, 50), 0.8)],
+           "b": [Det("ship", _sq(0, 0), 0.7)]}
+    rows, _ = compare_methods(gts, ["ship"], vlms={"v": vlm}, detectors={"d": det},
+                              calib_gts=gts, calib_detectors={"d": det}, thresholds=(0.2, 0.5))
+    by = {(r.method, r.setting): r for r in rows}
+    # VLM: ranks TP (precision 1 at recall 1/3) then FP; 11-point AP = 4/11 (recall points 0, .1, .2, .3)
+    assert by[("v", "all scores = 1")].ap50 == pytest.approx(4 / 11)
+    # detector with scores: TP, TP, TP (recall 1, precision 1) then FP: AP = 1
+    assert by[("d", "real scores")].ap50 == pytest.approx(1.0)
+    # threshold 0.5 keeps the 3 TPs -> APnc 1; threshold 0.2 keeps the FP ranked by emitted order first
+    assert by[("d", "oracle")].threshold == 0.5 and by[("d", "oracle")].ap50 == pytest.approx(1.0)
+    assert by[("d", "transfer")].threshold == 0.5
+    md = table_markdown(rows, ["ship"])
+    assert "| v | all scores = 1 | - | 36.4 |" in md and "SH" in md
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det")
+    generate_demo_data(root, seed=5, n_scenes=20, n_large=0, progress=False, workers=1)
+    out = root / "det"
+    out.mkdir()
+    for split in ("val", "test"):
+        gts, classes, by_id = gts_from_records(str(root / "records" / f"syn_det_{split}.jsonl"))
+        sizes = {k: (r["images"][0]["width"], r["images"][0]["height"]) for k, r in by_id.items()}
+        write_task1_dir(out / f"det_{split}", simulate_detector(gts, classes, sizes, seed=1), classes)
+        if split == "test":
+            rows = oracle_responses(by_id)
+            rows[0]["response"] += "\n[1, 2, 3] plane\nnonsense line\n```"  # malformed lines are counted
+            (out / "oracle.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    return root, out
+
+
+def test_eval_det_cli_on_demo_split(demo, tmp_path):
+    root, out = demo
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "eval_det.py"), "--gt", str(root / "records" / "syn_det_test.jsonl"),
+         "--vlm", f"oracle={out / 'oracle.jsonl'}", "--detector", f"sim={out / 'det_test'}",
+         "--calib-gt", str(root / "records" / "syn_det_val.jsonl"), "--calib-detector", f"sim={out / 'det_val'}",
+         "--out", str(tmp_path / "ev"), "--n-overlays", "2"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    rows = {(x["method"], x["setting"]): x for x in res["rows"]}
+    assert rows[("oracle", "all scores = 1")]["ap50"] == pytest.approx(1.0)  # GT written as answers
+    assert {("sim", "real scores"), ("sim", "transfer"), ("sim", "oracle")} <= set(rows)
+    diag = rows[("oracle", "all scores = 1")]["diagnostics"]
+    assert diag["malformed"] >= 2 and diag["bad_lines"] == 1
+    for name in ("report.md", "per_class_ap50.png", "pr_curves.png"):
+        assert (tmp_path / "ev" / name).is_file()
+    assert len(list((tmp_path / "ev" / "overlays").glob("*.png"))) == 2
+
+
+def test_eval_det_cli_errors(demo, tmp_path):
+    root, out = demo
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "eval_det.py"), "--gt", str(tmp_path / "missing"),
+                        "--out", str(tmp_path / "ev")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "eval_det.py"),
+                        "--gt", str(root / "records" / "syn_det_test.jsonl"),
+                        "--calib-detector", f"x={out / 'det_val'}", "--out", str(tmp_path / "ev")],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "--calib-gt" in r.stderr
