@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cotrain.boxes import NONE_ANSWER, VALUE_COUNTS, BoxCodec, hbb_to_quad, obb_to_quad, order_quad
 from cotrain.errors import ConfigError, RecordError
@@ -725,7 +726,8 @@ def parse_responses_file(path, *, kind: str = "auto", codec: BoxCodec | None = N
         log.warning("skipped response line: %s", err)
 
     with path.open(encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
+        lines = tqdm(f, desc=f"parse {path.name}", unit=" responses", leave=False, mininterval=1.0)
+        for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:

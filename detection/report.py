@@ -24,6 +24,7 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from detection.metrics import IOU_THRS_50_95, MapResult, apnc, eval_map, mf1, threshold_sweep  # noqa: E402
 from detection.types import DOTA_ABBREVIATIONS, Det, Detections, GroundTruth  # noqa: E402
@@ -85,7 +86,7 @@ def compare_methods(gts: GroundTruth, classes: list[str], *, vlms: dict[str, Det
         res = apnc(dets, gts, classes, iou_thrs=IOU_THRS_50_95, **options)
         rows.append(_row(name, "vlm", "all scores = 1", None, res, dets, gts, classes, options))
         extras["pr"][name] = res
-    for name, dets in (detectors or {}).items():
+    for name, dets in tqdm(list((detectors or {}).items()), desc="detectors", leave=False):
         scored = eval_map(dets, gts, classes, iou_thrs=IOU_THRS_50_95, use_scores=True, **options)
         rows.append(_row(name, "detector", "real scores", None, scored, dets, gts, classes, options,
                          notes="usual mAP (ranked by score)", use_scores=True))
