@@ -238,8 +238,9 @@ def predict_to_jsonl(model_dir: str, records: str, image_root: str, out_path: st
                      seed: int = 0) -> int:
     """Generate responses for a records file with a saved model; write one JSON line per record.
 
-    Each line: ``{"id", "task", "prompt", "response", "resized": [h, w], "orig_wh": [w, h]}`` (sizes of
-    the first image), which is what ``tools/eval_det.py`` needs to map boxes back to original pixels.
+    Each line: ``{"id", "task", "prompt", "response", "resized": [h, w], "orig_wh": [w, h], "box_convention"}``
+    (sizes of the first image; "abs" or "norm1000"), which is what ``tools/eval_det.py`` needs to map
+    boxes back to original pixels.
     Returns the number of lines written; the file is written to a temporary name and renamed.
     """
     import json
@@ -265,7 +266,8 @@ def predict_to_jsonl(model_dir: str, records: str, image_root: str, out_path: st
         for rec, conv, resp in rows:
             img = conv.images[0]
             f.write(json.dumps({"id": str(rec["id"]), "task": rec["task"], "prompt": user_text(conv), "response": resp,
-                                "resized": list(img["resized"]), "orig_wh": [img["width"], img["height"]]}) + "\n")
+                                "resized": list(img["resized"]), "orig_wh": [img["width"], img["height"]],
+                                "box_convention": family.box_convention}) + "\n")
     os.replace(tmp, out_path)
     if skips:
         log.warning("skipped records: %s", dict(skips))

@@ -216,11 +216,13 @@ def _task1_files(directory: Path, classes: Sequence[str] | None) -> list[tuple[s
                               "result files.", path=directory)
     if classes is None:
         return sorted(found.items())
-    unknown = sorted(set(found) - set(classes))
+    # write_task1_dir writes a file per class, empty ones included: an empty file of a class the
+    # evaluation does not cover carries no detections and is no reason to refuse the folder
+    unknown = sorted(c for c in set(found) - set(classes) if found[c].stat().st_size > 0)
     if unknown:
-        raise DotaFormatError(f"result files for classes {unknown} that are not in the class list "
-                              f"{list(classes)}. Pass the class list of the dataset these results "
-                              "belong to (e.g. DOTA_V15_CLASSES for container-crane).", path=directory)
+        raise DotaFormatError(f"result files with detections of classes {unknown} that are not in the class list "
+                              f"{list(classes)}. Pass the class list of the dataset these results belong to "
+                              "(tools/eval_det.py: --classes).", path=directory)
     # A class with no file has no detections (the DOTA server accepts missing files the same way).
     return [(c, found[c]) for c in classes if c in found]
 

@@ -61,6 +61,19 @@ def _keep_above(dets: Detections, t: float | None) -> Detections:
     return {k: [d for d in v if d.score > t] for k, v in dets.items()}
 
 
+def restrict_to_gt(dets: Detections, gts: GroundTruth) -> tuple[Detections, dict]:
+    """Detections of images that have GT, plus how many ids were extra and how many GT images unanswered.
+
+    Detections on an image the GT does not know would all count as false positives (the DOTA devkit
+    fails on them instead); they are dropped here and counted, so a mismatched file is visible.
+    """
+    kept = {k: v for k, v in dets.items() if k in gts}
+    coverage = {"extra_ids": len(set(dets) - set(gts)),
+                "extra_id_detections": sum(len(v) for k, v in dets.items() if k not in gts),
+                "unanswered_gt_images": len(set(gts) - set(dets))}
+    return kept, coverage
+
+
 def _row(method: str, kind: str, setting: str, t: float | None, res: MapResult, dets: Detections, gts: GroundTruth,
          classes: list[str], options: dict, notes: str = "", use_scores: bool = False) -> MethodRow:
     f1 = mf1(dets, gts, classes, iou_thr=0.5, score_thrs=None if use_scores else (0.0,),
@@ -69,7 +82,8 @@ def _row(method: str, kind: str, setting: str, t: float | None, res: MapResult, 
         method=method, kind=kind, setting=setting, threshold=t,
         per_class_ap50={c: float(res.ap[i, 0]) for i, c in enumerate(res.classes)},
         ap50=res.map_at(0.5), ap75=res.map_at(0.75), ap50_95=res.map_mean, mf1=float(f1["mF1"]),
-        n_det=int(res.n_det.sum()), notes=notes)
+        n_det=int(res.n_det.sum()), notes=notes,
+        diagnostics={"skipped_labels": dict(res.skipped)} if res.skipped else {})
 
 
 def compare_methods(gts: GroundTruth, classes: list[str], *, vlms: dict[str, Detections] | None = None,
@@ -82,11 +96,14 @@ def compare_methods(gts: GroundTruth, classes: list[str], *, vlms: dict[str, Det
     sweep_kw = {} if thresholds is None else {"thresholds": thresholds}
     rows: list[MethodRow] = []
     extras: dict[str, Any] = {"pr": {}, "sweeps": {}}
+    extras["coverage"] = {}
     for name, dets in (vlms or {}).items():
+        dets, extras["coverage"][name] = restrict_to_gt(dets, gts)
         res = apnc(dets, gts, classes, iou_thrs=IOU_THRS_50_95, **options)
         rows.append(_row(name, "vlm", "all scores = 1", None, res, dets, gts, classes, options))
         extras["pr"][name] = res
     for name, dets in tqdm(list((detectors or {}).items()), desc="detectors", leave=False):
+        dets, extras["coverage"][name] = restrict_to_gt(dets, gts)
         scored = eval_map(dets, gts, classes, iou_thrs=IOU_THRS_50_95, use_scores=True, **options)
         rows.append(_row(name, "detector", "real scores", None, scored, dets, gts, classes, options,
                          notes="usual mAP (ranked by score)", use_scores=True))
@@ -96,6 +113,7 @@ def compare_methods(gts: GroundTruth, classes: list[str], *, vlms: dict[str, Det
         t_oracle = _best(sweep_eval)
         calib = (calib_detectors or {}).get(name)
         if calib is not None and calib_gts is not None:
+            calib, _ = restrict_to_gt(calib, calib_gts)
             sweep_calib = threshold_sweep(calib, calib_gts, classes, iou_thr=0.5, **sweep_kw, **options)
             extras["sweeps"][name]["calib"] = sweep_calib
             t_transfer = _best(sweep_calib)
@@ -107,6 +125,8 @@ def compare_methods(gts: GroundTruth, classes: list[str], *, vlms: dict[str, Det
         res = apnc(kept, gts, classes, iou_thrs=IOU_THRS_50_95, **options)
         rows.append(_row(name, "detector", "oracle", t_oracle, res, kept, gts, classes, options,
                          notes="best threshold on this split (mAP_ac)"))
+    for r in rows:
+        r.diagnostics.update(extras["coverage"].get(r.method, {}))
     return rows, extras
 
 
@@ -212,6 +232,19 @@ def draw_overlay(image_path: str | Path, gts: list, preds: dict[str, list[Det]],
     im.save(out)
 
 
+def _json_safe(v: Any) -> Any:
+    """NaN -> None (JSON has no NaN), tuples -> lists, numpy scalars -> Python numbers, recursively."""
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return None if math.isnan(float(v)) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
 def write_report(out_dir: str | Path, rows: list[MethodRow], classes: list[str], extras: dict[str, Any], *,
                  gts: GroundTruth, options: dict, inputs: dict, overlays: list[tuple[str, str]] = (),
                  predictions: dict[str, Detections] | None = None) -> dict:
@@ -227,8 +260,7 @@ def write_report(out_dir: str | Path, rows: list[MethodRow], classes: list[str],
               "rows": [asdict(r) for r in rows],
               "sweeps": extras.get("sweeps", {})}
     tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v)
-                              else str(v)).replace("NaN", "null"))
+    tmp.write_text(json.dumps(_json_safe(result), indent=2, allow_nan=False))
     os.replace(tmp, out / "results.json")
     _plot_per_class(rows, classes, out / "per_class_ap50.png")
     if extras.get("pr"):
@@ -241,15 +273,25 @@ def write_report(out_dir: str | Path, rows: list[MethodRow], classes: list[str],
             draw_overlay(path, gts.get(image_id, []), {m: d.get(image_id, []) for m, d in predictions.items()},
                          out / "overlays" / name)
             shown.append(name)
+    repeats = ("removed (--drop-repeats)" if options.get("drop_repeats")
+               else "kept and scored, as in the published protocol")
     lines = ["# Detection evaluation", "",
              f"{len(gts)} images, {sum(n_gt.values())} GT objects, classes: {', '.join(classes)}.", "",
              f"Options: IoU {options.get('iou_mode')}, AP {options.get('ap_method')}, difficult "
              f"{options.get('difficult')}. Numbers in percent. VLM rows score every detection 1 (APnc); "
              "ties are ranked by sorted image id, then the order the model emitted them. Detector rows: "
              "'real scores' is the usual mAP; 'transfer' keeps score > t chosen on the calibration split; "
-             "'oracle' keeps score > t chosen on this split (the reference's mAP_ac).", "",
+             "'oracle' keeps score > t chosen on this split (the reference's mAP_ac). Exact repeats in VLM "
+             f"answers are {repeats}.", "",
              table_markdown(rows, classes), ""]
-    diag_rows = [r for r in rows if r.diagnostics]
+    cov = {m: c for m, c in extras.get("coverage", {}).items() if any(c.values())}
+    if cov:
+        lines += ["## Image coverage", "", "| method | ids not in GT (dropped) | their detections | GT images without "
+                  "an answer (all misses) |", "|---|---|---|---|"]
+        lines += [f"| {m} | {c['extra_ids']} | {c['extra_id_detections']} | {c['unanswered_gt_images']} |"
+                  for m, c in cov.items()]
+        lines.append("")
+    diag_rows = [r for r in rows if r.kind == "vlm" and "responses" in r.diagnostics]
     if diag_rows:
         lines += ["## Parsing diagnostics", "", "| method | responses | objects | malformed lines | unknown labels "
                   "| duplicates removed | truncated | empty answers |", "|---|---|---|---|---|---|---|---|"]

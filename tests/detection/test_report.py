@@ -89,3 +89,80 @@ def test_eval_det_cli_errors(demo, tmp_path):
                         "--calib-detector", f"x={out / 'det_val'}", "--out", str(tmp_path / "ev")],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 2 and "--calib-gt" in r.stderr
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "eval_det.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture()
+def dota_gt(tmp_path):
+    gt = tmp_path / "labelTxt"
+    gt.mkdir()
+    (gt / "a.txt").write_text("imagesource:GoogleEarth\ngsd:0.5\n"
+                              "10 10 40 10 40 40 10 40 plane 0\n100 100 150 100 150 130 100 130 ship\n")
+    (gt / "b.txt").write_text("200 200 260 200 260 220 200 220 ship 0\n")
+    return gt
+
+
+def test_mmrotate_pickle_uses_dota_label_order(dota_gt, tmp_path):
+    import pickle
+
+    # perfect boxes as (cx, cy, w, h, theta); labels are DOTA-v1.0 indices: plane 0, ship 6
+    results = [
+        {"img_id": "a", "pred_instances": {"bboxes": np.array([[25, 25, 30, 30, 0.0], [125, 115, 50, 30, 0.0]]),
+                                           "scores": np.array([0.9, 0.8]), "labels": np.array([0, 6])}},
+        {"img_id": "b", "pred_instances": {"bboxes": np.array([[230, 210, 60, 20, 0.0]]),
+                                           "scores": np.array([0.7]), "labels": np.array([6])}},
+        {"img_id": "zzz", "pred_instances": {"bboxes": np.array([[5, 5, 4, 4, 0.0]]),
+                                             "scores": np.array([0.99]), "labels": np.array([0])}},
+    ]
+    pkl = tmp_path / "res.pkl"
+    pkl.write_bytes(pickle.dumps(results))
+    r = _cli("--gt", dota_gt, "--detector", f"rot={pkl}", "--out", tmp_path / "ev")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    rows = {x["setting"]: x for x in res["rows"]}
+    # the extra image "zzz" is dropped and counted instead of turning into a false positive
+    assert rows["real scores"]["ap50"] == pytest.approx(1.0)
+    assert rows["real scores"]["diagnostics"]["extra_ids"] == 1
+    assert "ids not in GT" in (tmp_path / "ev" / "report.md").read_text()
+    # a label index beyond the class table is a clear error, not a silent relabel
+    results[0]["pred_instances"]["labels"] = np.array([0, 40])
+    pkl.write_bytes(pickle.dumps(results))
+    r = _cli("--gt", dota_gt, "--detector", f"rot={pkl}", "--out", tmp_path / "ev2")
+    assert r.returncode == 2 and "different dataset" in r.stderr
+
+
+def test_transfer_can_differ_from_oracle():
+    gts = {"a": [GT("ship", _sq(0, 0)), GT("ship", _sq(50, 50))]}
+    # eval split: FP 0.3, TPs 0.4 and 0.9. Kept score > t, ranked by emitted order:
+    #   t=0.2 -> FP, TP, TP: AP 2/3; t=0.35 -> TP, TP: AP 1; t=0.5 -> one TP, recall 1/2: AP 6/11
+    det_eval = {"a": [Det("ship", _sq(200, 200), 0.3), Det("ship", _sq(0, 0), 0.4), Det("ship", _sq(50, 50), 0.9)]}
+    # calibration split: FP 0.45, TPs 0.9 -> 2/3, 2/3, 1: calibration picks t = 0.5
+    det_calib = {"a": [Det("ship", _sq(200, 200), 0.45), Det("ship", _sq(0, 0), 0.9), Det("ship", _sq(50, 50), 0.9)]}
+    rows, extras = compare_methods(gts, ["ship"], detectors={"d": det_eval}, calib_gts=gts,
+                                   calib_detectors={"d": det_calib}, thresholds=(0.2, 0.35, 0.5))
+    by = {r.setting: r for r in rows}
+    assert by["transfer"].threshold == 0.5 and by["transfer"].ap50 == pytest.approx(6 / 11)
+    assert by["oracle"].threshold == 0.35 and by["oracle"].ap50 == pytest.approx(1.0)
+    assert dict(extras["sweeps"]["d"]["eval"])[0.2] == pytest.approx(2 / 3)
+
+
+def test_eval_det_refuses_bad_inputs(dota_gt, demo, tmp_path):
+    root, out = demo
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("")
+    r = _cli("--gt", empty, "--out", tmp_path / "ev")
+    assert r.returncode == 2 and ("no objects" in r.stderr or "empty" in r.stderr)
+    r = _cli("--gt", dota_gt, "--vlm", f"x={tmp_path / 'nope.jsonl'}", "--out", tmp_path / "ev")
+    assert r.returncode == 2 and "no such file" in r.stderr
+    resp = tmp_path / "r.jsonl"
+    resp.write_text(json.dumps({"id": "a", "response": "[1, 1, 5, 5] plane", "resized": [50, 50],
+                                "orig_wh": [50, 50], "box_convention": "norm1000"}) + "\n")
+    r = _cli("--gt", dota_gt, "--vlm", f"x={resp}", "--out", tmp_path / "ev")
+    assert r.returncode == 2 and "box convention 'norm1000'" in r.stderr
+    r = _cli("--gt", dota_gt, "--vlm", f"x={resp}", "--family", "qwen2_vl", "--out", tmp_path / "ev")
+    assert r.returncode == 0, r.stderr
