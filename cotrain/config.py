@@ -357,23 +357,63 @@ def _substitute(obj: Any, variables: dict[str, str]) -> Any:
     return obj
 
 
+_CONCAT_LISTS = {("data", "datasets"), ("data", "eval_datasets")}
+"""Lists that ``include`` concatenates (included entries first); every other value is replaced."""
+
+
+def _merge(base: dict, top: dict, path: tuple = ()) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        here = path + (key,)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, here)
+        elif here in _CONCAT_LISTS and isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = out[key] + value
+        else:
+            out[key] = value
+    return out
+
+
+def read_recipe(path: str | Path, _stack: tuple = ()) -> dict:
+    """The raw mapping of a recipe YAML with its ``include:`` files merged in (paths relative to it).
+
+    Included files come first: mappings merge key by key, the dataset lists concatenate, and
+    any other value of the including file wins. Include cycles are an error.
+    """
+    p = Path(path)
+    source = str(path)
+    if not p.is_file():
+        where = f" (included from {_stack[-1]})" if _stack else ""
+        raise ConfigError(f"config file {source!r} does not exist{where}; give the path of a recipe YAML "
+                          "(e.g. data_recipes/demo.yaml)")
+    key = p.resolve()
+    if key in _stack:
+        raise ConfigError(f"{source}: include cycle: {' -> '.join(str(s) for s in _stack + (key,))}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (data, model, train, eval)")
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{source}: 'include' must be a path or a list of paths of recipe files")
+    merged: dict = {}
+    for inc in includes:
+        merged = _merge(merged, read_recipe(p.parent / inc, _stack + (key,)))
+    return _merge(merged, data)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 raw: dict | None = None) -> RunConfig:
-    """Read a YAML run config (or ``raw``), apply ``key=value`` overrides, bind and validate."""
+    """Read a YAML run config (or ``raw``) with its includes, apply ``key=value`` overrides, bind and validate."""
     data: dict = {}
     source = "<defaults>"
     if path is not None:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {source!r} does not exist; give the path of a recipe YAML "
-                              "(e.g. data_recipes/demo.yaml)")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections (data, model, train, eval)")
+        data = read_recipe(path)
     elif raw is not None:
         data = raw
     for item in overrides:

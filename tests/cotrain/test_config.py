@@ -156,3 +156,29 @@ def test_budgets_are_checked_before_model_load():
     with pytest.raises(ConfigError, match="258 tokens.*max_length=200"):
         check_budgets(cfg, 28)
     check_budgets(load_config(raw=_raw()), 28)
+
+
+def test_include_merges_sections_and_concatenates_datasets(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "common.yaml").write_text(
+        "data:\n  max_pixels: 1000000\n  datasets:\n    - {name: a, records: a.jsonl}\n"
+        "train:\n  learning_rate: 0.01\n  batch_size: 4\n")
+    (tmp_path / "r.yaml").write_text(
+        "include: base/common.yaml\ndata:\n  datasets:\n    - {name: b, records: b.jsonl, weight: 2}\n"
+        "train:\n  batch_size: 16\n")
+    cfg = load_config(tmp_path / "r.yaml")
+    assert [d.name for d in cfg.data.datasets] == ["a", "b"]
+    assert cfg.data.max_pixels == 1000000 and cfg.train.learning_rate == 0.01 and cfg.train.batch_size == 16
+
+
+def test_include_errors(tmp_path):
+    (tmp_path / "x.yaml").write_text("include: y.yaml\n")
+    (tmp_path / "y.yaml").write_text("include: x.yaml\n")
+    with pytest.raises(ConfigError, match="include cycle"):
+        load_config(tmp_path / "x.yaml")
+    (tmp_path / "z.yaml").write_text("include: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing.yaml.*does not exist \(included from"):
+        load_config(tmp_path / "z.yaml")
+    (tmp_path / "w.yaml").write_text("include: {a: 1}\n")
+    with pytest.raises(ConfigError, match="'include' must be a path"):
+        load_config(tmp_path / "w.yaml")

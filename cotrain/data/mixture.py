@@ -1,0 +1,296 @@
+"""The weighted, deterministic, resumable mixture of datasets (DESIGN.md section 5).
+
+Owns which record is seen when: per epoch, each dataset's records are expanded by its weight
+(every record floor(w) times plus a fresh random frac(w) share drawn without replacement), the
+expanded list is shuffled, and the result is cut into disjoint, equal-length shards, one per rank.
+Must not read records, decode images or know about tasks: it deals in integers only.
+
+Indices. The sampler yields GLOBAL indices into the concatenation of the datasets in the order
+given (dataset ``d``'s record ``r`` is ``offsets[d] + r``); ``locate`` turns one back into
+``(d, r)``. A map-style dataset over the concatenation therefore needs no knowledge of weights.
+
+Purity. Everything is a function of explicit inputs, never of global RNG state or ``hash()``:
+
+- dataset ``name``'s fractional draw: of (seed, epoch, name). It is the same draw as
+  ``cotrain.data.dataset.expand_weights`` makes, and it does not change when another dataset's
+  weight changes or when the datasets are listed in another order;
+- the epoch order: of (seed, epoch). The expanded list is built in dataset-NAME order before the
+  shuffle, so listing the datasets differently yields the same (name, record) sequence;
+- rank ``k``'s shard: of (seed, epoch, k, num_replicas): items ``k, k + W, k + 2W, ...`` of the
+  epoch order (W = num_replicas). At step ``s`` with per-rank batch B the ranks together take
+  items ``s*B*W .. (s+1)*B*W - 1`` of the epoch order, whatever W is.
+
+Equal-length shards. ``drop_last=False`` pads by wrapping: the shard length is
+ceil(N / W) and the missing ``W*len - N`` items are the first items of the epoch order again (at
+most W - 1 duplicates; the last batch of a rank may be partial, the same on every rank).
+``drop_last=True`` keeps only full batches: len = floor(N / (W*B)) * B and the tail of the epoch
+order is dropped (a different tail each epoch, since the order is reshuffled).
+
+Resume. ``state_dict(consumed_samples=...)`` records the epoch and the number of samples the
+CONSUMER has taken from this rank in this epoch. That number must come from the consumer, because
+a DataLoader pulls indices ahead of the training loop (prefetching, workers): ``ResumableLoader``
+wraps a DataLoader and counts the batches it handed out, so its ``state_dict()`` is exact.
+``load_state_dict`` stores (epoch, position) and does no other work; the next pass recomputes the
+epoch order (a pure function, O(N) vectorised) and starts at ``position`` by slicing, so skipped
+items cost nothing. In lockstep data parallelism every rank has the same position, so one state
+serves all ranks. Training loops call ``set_epoch(e)`` at each epoch start: with the epoch the
+state was loaded at, the resume position is kept; any other epoch starts at 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from cotrain.data.dataset import stable_seed
+from cotrain.errors import ConfigError
+
+
+def mixture_fingerprint(sizes: list[int], weights: list[float], names: list[str]) -> str:
+    """A short hash of the recipe's shape: sizes, weights (exact bits) and names, in order."""
+    payload = json.dumps({"sizes": [int(s) for s in sizes], "weights": [float(w).hex() for w in weights],
+                          "names": list(names)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class MixtureSampler(Sampler[int]):
+    """Weighted multi-dataset sampler over global indices; deterministic, sharded and resumable.
+
+    ``sizes[d]`` records of dataset ``names[d]`` are used ``weights[d]`` times per epoch on average.
+    ``batch_size`` is the per-rank batch; it only matters for ``drop_last`` (whole batches).
+    """
+
+    def __init__(self, sizes: list[int], weights: list[float], names: list[str], *, seed: int,
+                 batch_size: int = 1, num_replicas: int = 1, rank: int = 0, drop_last: bool = False):
+        self.sizes = [int(s) for s in sizes]
+        self.weights = [float(w) for w in weights]
+        self.names = [str(n) for n in names]
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.drop_last = bool(drop_last)
+        self._check()
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        """offsets[d] is the global index of dataset d's record 0; offsets[-1] is the total."""
+        self.fingerprint = mixture_fingerprint(self.sizes, self.weights, self.names)
+        # per dataset: how many times every record is used, and how many extra records are drawn
+        self._whole = [int(math.floor(w)) for w in self.weights]
+        self._extra = [int(round((w - math.floor(w)) * n)) for w, n in zip(self.weights, self.sizes)]
+        self.epoch_size = sum(k * n + e for k, n, e in zip(self._whole, self.sizes, self._extra))
+        """Samples per epoch over all ranks, before padding or dropping (the same every epoch)."""
+        self._check_epoch_size()
+        self.epoch = 0
+        self._plan_cache: tuple[int, np.ndarray] | None = None
+        self._resume_at = 0  # where the next pass starts (set by load_state_dict)
+        self._pass_start = 0  # where the current (or last) pass started
+        self._yielded = 0  # indices handed to the caller by the current pass
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if not (len(self.sizes) == len(self.weights) == len(self.names)) or not self.sizes:
+            raise ConfigError(f"MixtureSampler needs one size, weight and name per dataset; got {len(self.sizes)} "
+                              f"sizes, {len(self.weights)} weights, {len(self.names)} names")
+        seen: set[str] = set()
+        for n, w, name in zip(self.sizes, self.weights, self.names):
+            if name in seen:
+                raise ConfigError(f"dataset name {name!r} appears twice in the mixture; names seed the weight "
+                                  "draws, so give each dataset a unique 'name'")
+            seen.add(name)
+            if n <= 0:
+                raise ConfigError(f"dataset {name!r} has {n} records; remove it from the recipe or fix its records file")
+            if not (math.isfinite(w) and w > 0):
+                raise ConfigError(f"dataset {name!r} has weight {w}; 'weight' must be a finite number > 0 "
+                                  "(the expected uses of each record per epoch)")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size}; it must be >= 1")
+        if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
+            raise ConfigError(f"rank={self.rank} with num_replicas={self.num_replicas}; need 0 <= rank < num_replicas")
+
+    def _check_epoch_size(self) -> None:
+        if self.epoch_size == 0:
+            raise ConfigError("the weighted mixture is empty (every weight rounds to 0 records); raise the weights")
+        if len(self) == 0:
+            raise ConfigError(
+                f"an epoch has {self.epoch_size} samples, fewer than one batch of {self.batch_size} per rank on "
+                f"{self.num_replicas} ranks, and drop_last=True would drop them all; lower the batch size or set "
+                "drop_last=False")
+
+    # -- the epoch plan ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Samples per rank per epoch."""
+        per_step = self.num_replicas * self.batch_size
+        if self.drop_last:
+            return (self.epoch_size // per_step) * self.batch_size
+        return -(-self.epoch_size // self.num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the next pass; the loaded resume position survives only for the same epoch."""
+        epoch = int(epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._resume_at = 0
+            self._pass_start = 0
+            self._yielded = 0
+
+    def fractional_draw(self, d: int, epoch: int) -> np.ndarray:
+        """Sorted record indices of dataset ``d`` drawn for its frac(weight) share in ``epoch``."""
+        n, extra = self.sizes[d], self._extra[d]
+        if not extra:
+            return np.empty(0, dtype=np.int64)
+        rng = np.random.default_rng(stable_seed(self.seed, epoch, self.names[d], "weight"))
+        return np.sort(rng.choice(n, size=extra, replace=False)).astype(np.int64)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Global indices of the whole epoch (all ranks, before padding), in training order."""
+        if self._plan_cache is not None and self._plan_cache[0] == epoch:
+            return self._plan_cache[1]
+        parts = []
+        for d in sorted(range(len(self.names)), key=lambda i: self.names[i]):
+            base = np.arange(self.offsets[d], self.offsets[d + 1], dtype=np.int64)
+            parts.extend([base] * self._whole[d])
+            parts.append(self.fractional_draw(d, epoch) + self.offsets[d])
+        order = np.concatenate(parts)
+        np.random.default_rng(stable_seed(self.seed, epoch, "order")).shuffle(order)
+        self._plan_cache = (epoch, order)
+        return order
+
+    def rank_indices(self, epoch: int, start: int = 0) -> np.ndarray:
+        """This rank's global indices of ``epoch`` from shard position ``start`` on (vectorised slice)."""
+        order = self.epoch_order(epoch)
+        steps = np.arange(start, len(self), dtype=np.int64)
+        # wrapping (modulo) is the padding; with drop_last every position is already < epoch_size
+        return order[(self.rank + steps * self.num_replicas) % len(order)]
+
+    def __iter__(self) -> Iterator[int]:
+        start, self._resume_at = self._resume_at, 0
+        self._pass_start, self._yielded = start, 0
+        return self._run(self.rank_indices(self.epoch, start))
+
+    def _run(self, indices: np.ndarray) -> Iterator[int]:
+        for i in indices.tolist():
+            self._yielded += 1
+            yield i
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(dataset index, record index) of a global index."""
+        if not 0 <= index < self.offsets[-1]:
+            raise IndexError(f"global index {index} outside the mixture's {int(self.offsets[-1])} records")
+        d = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return d, int(index - self.offsets[d])
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def realised_mix(self, epoch: int | None = None) -> dict[str, dict[str, Any]]:
+        """Per dataset name: records, weight, samples in the epoch and their share; also this rank's count.
+
+        ``samples``/``share`` are over the whole epoch (all ranks, before padding);
+        ``rank_samples`` counts what this rank's shard draws from the dataset, padding included.
+        """
+        epoch = self.epoch if epoch is None else int(epoch)
+        rank_ds = np.searchsorted(self.offsets, self.rank_indices(epoch), side="right") - 1
+        rank_counts = np.bincount(rank_ds, minlength=len(self.names))
+        mix = {}
+        for d, name in enumerate(self.names):
+            samples = self._whole[d] * self.sizes[d] + self._extra[d]
+            mix[name] = {"records": self.sizes[d], "weight": self.weights[d], "samples": samples,
+                         "share": samples / self.epoch_size, "rank_samples": int(rank_counts[d])}
+        return mix
+
+    # -- checkpointing ----------------------------------------------------------------------
+
+    def state_dict(self, consumed_samples: int | None = None) -> dict[str, Any]:
+        """Resume state. ``consumed_samples``: samples the consumer took from the current pass.
+
+        Without it the count of indices this sampler yielded is used, which is exact only when
+        nothing reads ahead (no DataLoader prefetching); ``ResumableLoader`` passes it for you.
+        """
+        if consumed_samples is None:
+            consumed_samples = self._yielded
+        remaining = len(self) - self._pass_start
+        if not 0 <= consumed_samples <= remaining:
+            raise ConfigError(f"consumed_samples={consumed_samples} but the current pass has only {remaining} "
+                              "samples; count the samples the training loop received in this epoch")
+        position = self._pass_start + int(consumed_samples)
+        return {"epoch": self.epoch, "position": position, "seed": self.seed, "fingerprint": self.fingerprint,
+                "num_replicas": self.num_replicas, "batch_size": self.batch_size, "drop_last": self.drop_last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore (epoch, position) in O(1): nothing is computed until the next pass."""
+        missing = {"epoch", "position", "seed", "fingerprint"} - set(state)
+        if missing:
+            raise ConfigError(f"sampler state lacks {sorted(missing)}; it was not written by MixtureSampler.state_dict")
+        if state["fingerprint"] != self.fingerprint:
+            raise ConfigError(
+                f"sampler state fingerprint {state['fingerprint']} does not match this mixture ({self.fingerprint}): "
+                "the recipe's datasets, sizes or weights changed since the checkpoint; resume with the same recipe, "
+                "or start the data order afresh by not loading the sampler state")
+        if int(state["seed"]) != self.seed:
+            raise ConfigError(f"sampler state has seed {state['seed']} but this run uses seed {self.seed}; "
+                              f"set the seed back to {state['seed']} to resume the same data order")
+        for key in ("num_replicas", "batch_size", "drop_last"):
+            if key in state and state[key] != getattr(self, key):
+                raise ConfigError(
+                    f"sampler state has {key}={state[key]} but this run has {key}={getattr(self, key)}; a position "
+                    f"counts samples per rank, so resume with {key}={state[key]} or do not load the sampler state")
+        position = int(state["position"])
+        if not 0 <= position <= len(self):
+            raise ConfigError(f"sampler state position {position} is outside 0..{len(self)}; the state is corrupt")
+        self.epoch = int(state["epoch"])
+        self._resume_at = self._pass_start = position
+        self._yielded = 0
+
+
+class ResumableLoader:
+    """A DataLoader over a ``MixtureSampler`` that counts what the training loop has received.
+
+    A DataLoader asks its sampler for indices ahead of the consumer (``prefetch_factor`` batches
+    per worker), so the sampler alone cannot tell how far training got. This wrapper counts the
+    batches it yielded; ``state_dict()`` turns that into consumed samples. The DataLoader must be
+    built with ``sampler=<MixtureSampler>`` and ``batch_size`` (not a custom batch sampler).
+    """
+
+    def __init__(self, loader: Any):
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, MixtureSampler) or loader.batch_size is None:
+            raise ConfigError("ResumableLoader needs DataLoader(..., sampler=MixtureSampler(...), batch_size=B); "
+                              "a custom batch_sampler hides how many samples each batch holds")
+        self.loader = loader
+        self.sampler: MixtureSampler = sampler
+        self.batches_consumed = 0
+        """Batches handed to the caller by the current pass."""
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.batches_consumed = 0  # eagerly, so state_dict() right after iter() is already right
+        return self._run(iter(self.loader))
+
+    def _run(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self.batches_consumed += 1
+            yield batch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call this, not the sampler's, at each epoch start: a new epoch also resets the batch count."""
+        if int(epoch) != self.sampler.epoch:
+            self.batches_consumed = 0
+        self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        remaining = len(self.sampler) - self.sampler._pass_start
+        consumed = min(self.batches_consumed * self.loader.batch_size, remaining)
+        return self.sampler.state_dict(consumed_samples=consumed)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches_consumed = 0
+        self.sampler.load_state_dict(state)
