@@ -1,0 +1,178 @@
+"""What a recipe will train on, checked and counted before any model is loaded.
+
+``inspect_recipe(cfg)`` runs every check a training run needs (config keys, files, budgets,
+every record, every image header) and returns the realised mix of epoch 0 per dataset and per
+task: records, samples, share of samples, images, and estimated tokens. Token counts come from
+the recorded image sizes and the chat template (``ChatEncoder.length_estimate``) on a fixed
+sample of records, never from decoded pixels. Needs a tokenizer (the offline one for tiny models,
+the checkpoint's otherwise) but no model weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from cotrain.config import RunConfig
+from cotrain.data.dataset import LoadedDataset, SampleBuilder, expand_weights
+from cotrain.errors import BadRecordError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetMix:
+    """Realised epoch-0 numbers of one dataset."""
+
+    name: str
+    task: str
+    records: int
+    weight: float
+    samples: int
+    share: float
+    images: int
+    mean_tokens: float
+    tokens: float
+    """Estimated tokens per epoch (samples x mean tokens per sample)."""
+    over_length: int
+    """Sampled records whose estimate exceeds data.max_length (they would be skipped)."""
+    bad_images: dict = field(default_factory=dict)
+    """Image problems found by reading headers: reason -> count."""
+
+
+def _tokenizer_side(cfg: RunConfig):
+    """(encoder, family) without model weights."""
+    from cotrain.data.encoder import ChatEncoder
+    from cotrain.model.processor import build_offline_processor, load_offline_processor
+    from cotrain.train import resolve_family
+
+    family = resolve_family(cfg)
+    if cfg.model.path:
+        processor = load_offline_processor(cfg.model.path, family.name)
+    else:
+        processor = build_offline_processor(family.name, min_pixels=cfg.data.min_pixels,
+                                            max_pixels=cfg.data.max_pixels)
+    return ChatEncoder(processor, family), family
+
+
+def check_image_headers(ld: LoadedDataset) -> Counter:
+    """Open every image of every record far enough to read its size; count missing, unreadable, mismatched."""
+    problems: Counter = Counter()
+    seen: set[str] = set()
+    for rec in ld.records:
+        for img in rec["images"]:
+            path = Path(ld.cfg.image_root) / img["path"]
+            if str(path) in seen:
+                continue
+            seen.add(str(path))
+            if not path.is_file():
+                problems["image_missing"] += 1
+                continue
+            try:
+                with Image.open(path) as im:
+                    size = im.size
+            except (UnidentifiedImageError, OSError, ValueError):
+                problems["image_unreadable"] += 1
+                continue
+            if size != (int(img["width"]), int(img["height"])):
+                problems["image_size_mismatch"] += 1
+    return problems
+
+
+def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_images: bool = True) -> list[DatasetMix]:
+    """Validate ``cfg`` like a training run would and return the realised epoch-0 mix per dataset."""
+    from cotrain.train import prepare_data
+
+    train_sets, _ = prepare_data(cfg)
+    encoder, family = _tokenizer_side(cfg)
+    builder = SampleBuilder(encoder, family, cfg.data)
+    pairs = expand_weights(train_sets, cfg.data.seed, 0)
+    per_dataset = Counter(d for d, _ in pairs)
+    total = max(1, len(pairs))
+    out = []
+    for d, ld in enumerate(tqdm(train_sets, desc="inspect", unit=" dataset")):
+        tokens, over = [], 0
+        for i, rec in enumerate(ld.records[:sample_per_dataset]):
+            try:
+                conv = builder.conversation(rec, ld, 0, i)
+                n = encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
+            except BadRecordError as e:
+                log.warning("record %s of %s: %s", rec.get("id"), ld.cfg.name, e)
+                continue
+            tokens.append(n)
+            over += n > cfg.data.max_length
+        mean_tokens = sum(tokens) / len(tokens) if tokens else 0.0
+        tasks = Counter(r["task"] for r in ld.records)
+        bad = dict(check_image_headers(ld)) if check_images else {}
+        samples = per_dataset.get(d, 0)
+        out.append(DatasetMix(
+            name=ld.cfg.name, task=tasks.most_common(1)[0][0] if len(tasks) == 1 else "mixed",
+            records=len(ld.records), weight=ld.cfg.weight, samples=samples, share=samples / total,
+            images=sum(len(r["images"]) for r in ld.records), mean_tokens=mean_tokens,
+            tokens=samples * mean_tokens, over_length=over, bad_images=bad))
+    return out
+
+
+def by_task(mix: list[DatasetMix]) -> dict[str, dict]:
+    """The same numbers summed per task."""
+    agg: dict[str, dict] = defaultdict(lambda: {"datasets": 0, "records": 0, "samples": 0, "share": 0.0,
+                                                "images": 0, "tokens": 0.0})
+    for m in mix:
+        a = agg[m.task]
+        a["datasets"] += 1
+        a["records"] += m.records
+        a["samples"] += m.samples
+        a["share"] += m.share
+        a["images"] += m.images
+        a["tokens"] += m.tokens
+    return dict(agg)
+
+
+def format_mix(mix: list[DatasetMix], max_length: int) -> str:
+    """Plain-text tables per dataset and per task."""
+    total_tokens = sum(m.tokens for m in mix) or 1.0
+    lines = [f"{'dataset':<18}{'task':<15}{'records':>9}{'weight':>8}{'samples':>9}{'share':>8}{'images':>8}"
+             f"{'tok/sample':>11}{'tokens':>12}{'tok share':>10}  notes"]
+    for m in mix:
+        notes = []
+        if m.over_length:
+            notes.append(f"{m.over_length} sampled > max_length {max_length}")
+        if m.bad_images:
+            notes.append("images: " + ", ".join(f"{k} {v}" for k, v in m.bad_images.items()))
+        lines.append(f"{m.name:<18}{m.task:<15}{m.records:>9}{m.weight:>8.2f}{m.samples:>9}{m.share:>8.1%}"
+                     f"{m.images:>8}{m.mean_tokens:>11.0f}{m.tokens:>12,.0f}{m.tokens / total_tokens:>10.1%}  "
+                     + "; ".join(notes))
+    lines += ["", f"{'task':<18}{'datasets':>9}{'records':>9}{'samples':>9}{'share':>8}{'images':>8}{'tokens':>12}"
+              f"{'tok share':>10}"]
+    for task, a in sorted(by_task(mix).items()):
+        lines.append(f"{task:<18}{a['datasets']:>9}{a['records']:>9}{a['samples']:>9}{a['share']:>8.1%}"
+                     f"{a['images']:>8}{a['tokens']:>12,.0f}{a['tokens'] / total_tokens:>10.1%}")
+    lines.append(f"\ntotal: {sum(m.samples for m in mix)} samples, ~{total_tokens:,.0f} tokens per epoch")
+    return "\n".join(lines)
+
+
+def plot_mix(mix: list[DatasetMix], out: str | Path) -> None:
+    """Bar chart: share of samples and share of tokens per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    total_tokens = sum(m.tokens for m in mix) or 1.0
+    x = np.arange(len(mix))
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(mix) + 2), 3.8), dpi=120)
+    ax.bar(x - 0.2, [m.share for m in mix], 0.4, label="share of samples")
+    ax.bar(x + 0.2, [m.tokens / total_tokens for m in mix], 0.4, label="share of tokens")
+    ax.set_xticks(x, [m.name for m in mix], rotation=30, ha="right")
+    ax.set_ylabel("share per epoch")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
