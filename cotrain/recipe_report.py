@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from cotrain.config import RunConfig
-from cotrain.data.dataset import LoadedDataset, SampleBuilder, expand_weights
+from cotrain.data.dataset import LoadedDataset, SampleBuilder
 from cotrain.errors import BadRecordError
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,12 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
     train_sets, _ = prepare_data(cfg)
     encoder, family = _tokenizer_side(cfg)
     builder = SampleBuilder(encoder, family, cfg.data)
-    pairs = expand_weights(train_sets, cfg.data.seed, 0)
-    per_dataset = Counter(d for d, _ in pairs)
-    total = max(1, len(pairs))
+    from cotrain.data.mixture import MixtureSampler
+
+    realised = MixtureSampler([len(ld.records) for ld in train_sets], [ld.cfg.weight for ld in train_sets],
+                              [ld.cfg.name for ld in train_sets], seed=cfg.data.seed).realised_mix(0)
     out = []
-    for d, ld in enumerate(tqdm(train_sets, desc="inspect", unit=" dataset")):
+    for ld in tqdm(train_sets, desc="inspect", unit=" dataset"):
         tokens, over = [], 0
         for i, rec in enumerate(ld.records[:sample_per_dataset]):
             try:
@@ -109,10 +110,11 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
         mean_tokens = sum(tokens) / len(tokens) if tokens else 0.0
         tasks = Counter(r["task"] for r in ld.records)
         bad = dict(check_image_headers(ld)) if check_images else {}
-        samples = per_dataset.get(d, 0)
+        samples = int(realised[ld.cfg.name]["samples"])
         out.append(DatasetMix(
             name=ld.cfg.name, task=tasks.most_common(1)[0][0] if len(tasks) == 1 else "mixed",
-            records=len(ld.records), weight=ld.cfg.weight, samples=samples, share=samples / total,
+            records=len(ld.records), weight=ld.cfg.weight, samples=samples,
+            share=float(realised[ld.cfg.name]["share"]),
             images=sum(len(r["images"]) for r in ld.records), mean_tokens=mean_tokens,
             tokens=samples * mean_tokens, over_length=over, bad_images=bad))
     return out

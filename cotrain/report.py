@@ -78,9 +78,10 @@ def draw_prediction(image_path: str, pred: Any, record: dict, out: Path, max_sid
 
 def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: list[dict],
                  predictions: list[Any], records_by_id: dict, image_roots: dict, n_visualise: int) -> None:
-    """Write metrics.json, loss_curve.png, predictions.jsonl, predictions/*.png and report.md."""
+    """Write metrics.json, log_history.json, loss_curve.png, predictions.jsonl, predictions/*.png and report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "metrics.json", {"summary": summary, "eval": metrics})
+    write_json_atomic(out_dir / "log_history.json", log_history)
     with open(out_dir / "predictions.jsonl", "w") as f:
         for p in predictions:
             f.write(json.dumps({"dataset": p.dataset, "id": p.record_id, "task": p.task, "prompt": p.prompt,

@@ -132,28 +132,78 @@ def make_collate(pad_token_id: int):
 
 
 def _trainer_class():
+    import torch
     from transformers import Trainer
 
     from cotrain.data.collator import model_inputs
 
     class CotrainTrainer(Trainer):
-        """HF Trainer that strips our metadata from batches and counts skipped samples and tokens."""
+        """HF Trainer that strips our metadata from batches and keeps the run's accounting.
+
+        Counts skipped samples by reason, samples and supervised tokens per dataset and per task,
+        and the token-mean loss per task between two log steps (logged as ``loss/<task>``). The
+        optimised loss is untouched: the per-task numbers are recomputed from the logits without
+        gradients.
+        """
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.skip_counts: Counter = Counter()
             self.samples_seen = 0
             self.samples_by_dataset: Counter = Counter()
+            self.samples_by_task: Counter = Counter()
+            self.tokens_by_dataset: Counter = Counter()
+            self.label_tokens_by_task: Counter = Counter()
+            self._task_loss: Counter = Counter()
+            self._task_tokens: Counter = Counter()
+            self.task_loss_history: list[dict] = []
+
+        def _get_train_sampler(self, train_dataset=None):
+            # the weighted, seeded, resumable mixture (cotrain.data.mixture); HF calls its set_epoch.
+            # Under torchrun accelerate shards its global order by batches across ranks.
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            sampler = getattr(dataset, "sampler", None)
+            return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             for reason, _ds, _rid in inputs.pop("skipped", []):
                 self.skip_counts[reason] += 1
             names = inputs.get("dataset", [])
+            tasks = inputs.get("task", [])
             self.samples_seen += len(names)
             self.samples_by_dataset.update(names)
+            self.samples_by_task.update(tasks)
+            if "attention_mask" in inputs:
+                for name, n in zip(names, inputs["attention_mask"].sum(dim=1).tolist()):
+                    self.tokens_by_dataset[name] += int(n)
             # only model inputs reach forward: the model accepts unknown kwargs silently
-            return super().compute_loss(model, model_inputs(inputs), return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            loss, outputs = super().compute_loss(model, model_inputs(inputs), return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+            if tasks and getattr(outputs, "logits", None) is not None and "labels" in inputs:
+                self._account_task_loss(outputs.logits, inputs["labels"], tasks)
+            return (loss, outputs) if return_outputs else loss
+
+        @torch.no_grad()
+        def _account_task_loss(self, logits, labels, tasks) -> None:
+            shift_logits = logits[:, :-1].float()
+            shift_labels = labels[:, 1:].to(shift_logits.device)
+            per_token = torch.nn.functional.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                ignore_index=-100, reduction="none").view(shift_labels.shape)
+            mask = shift_labels != -100
+            for task, total, n in zip(tasks, (per_token * mask).sum(dim=1).tolist(), mask.sum(dim=1).tolist()):
+                self._task_loss[task] += total
+                self._task_tokens[task] += n
+                self.label_tokens_by_task[task] += n
+
+        def log(self, logs: dict, *args: Any, **kwargs: Any) -> None:
+            if "loss" in logs and self._task_tokens:
+                per_task = {t: self._task_loss[t] / n for t, n in self._task_tokens.items() if n}
+                logs.update({f"loss/{t}": round(v, 4) for t, v in sorted(per_task.items())})
+                self.task_loss_history.append({"step": self.state.global_step, **per_task})
+                self._task_loss.clear()
+                self._task_tokens.clear()
+            super().log(logs, *args, **kwargs)
 
     return CotrainTrainer
 
@@ -212,7 +262,10 @@ def run_training(cfg: RunConfig) -> dict:
     encoder = ChatEncoder(processor, family)
     builder = SampleBuilder(encoder, family, cfg.data)
     train_ds = TrainingDataset(train_sets, builder, cfg.data)
-    log.info("mixture: %d samples per epoch from %d datasets", len(train_ds), len(train_sets))
+    for name, m in train_ds.sampler.realised_mix(0).items():
+        log.info("mix %-16s records=%-7d weight=%.2f samples=%-7d share=%.1f%%", name, m["records"], m["weight"],
+                 m["samples"], 100 * m["share"])
+    log.info("mixture: %d samples per epoch from %d datasets", len(train_ds.sampler), len(train_sets))
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     n_params = sum(p.numel() for p in model.parameters())
@@ -261,6 +314,10 @@ def run_training(cfg: RunConfig) -> dict:
         "steps": trainer.state.global_step,
         "samples_seen": trainer.samples_seen,
         "samples_by_dataset": dict(trainer.samples_by_dataset),
+        "samples_by_task": dict(trainer.samples_by_task),
+        "tokens_by_dataset": dict(trainer.tokens_by_dataset),
+        "label_tokens_by_task": dict(trainer.label_tokens_by_task),
+        "last_loss_by_task": trainer.task_loss_history[-1] if trainer.task_loss_history else {},
         "train_seconds": train_seconds,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,

@@ -13,7 +13,6 @@ Must not decide the mixture beyond the simple per-epoch weight expansion in
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,10 @@ from cotrain.config import DataConfig, DatasetConfig
 from cotrain.errors import BadRecordError, RecordError
 from cotrain.records import read_records
 from cotrain.resolution import ImageSizeError, random_resize, smart_resize
+from cotrain.seeding import stable_seed
 from cotrain.tasks import build_conversation, prompt_only
 
 log = logging.getLogger(__name__)
-
-
-def stable_seed(*parts: Any) -> int:
-    """A 64-bit seed from strings/ints that is the same in every process (unlike ``hash``)."""
-    text = "\x1f".join(str(p) for p in parts).encode()
-    return (zlib.crc32(text) << 32) | zlib.crc32(text[::-1])
 
 
 @dataclass
@@ -216,51 +210,61 @@ class SampleBuilder:
 
 
 class TrainingDataset:
-    """Map-style dataset over the weighted mixture; bad samples are replaced and reported.
+    """Map-style dataset over the concatenation of the datasets; the mixture lives in ``self.sampler``.
 
-    When a sample is bad and ``on_bad_record`` is ``skip``, the next good entry (cyclically) is used
-    in its place and the returned sample carries ``skipped=[(reason, dataset, record id)]`` for the
-    record of the requested index (a bad record is counted when its own index is visited). The
-    trainer collects those in the main process, so counts survive dataloader workers.
+    ``self.sampler`` (a ``MixtureSampler``) decides which global indices an epoch visits and in
+    which order (weights, seed, epoch, ranks, exact resume); this class only turns a global index
+    into a sample. When a sample is bad and ``on_bad_record`` is ``skip``, the next good record of
+    the same dataset (cyclically) is used in its place, so the mix is kept, and the returned sample
+    carries ``skipped=[(reason, dataset, record id)]`` for the requested record (a bad record is
+    counted when its own index is visited). Template and resize choices are seeded by (seed,
+    epoch, global index).
     """
 
-    def __init__(self, datasets: list[LoadedDataset], builder: SampleBuilder, data_cfg: DataConfig, epoch: int = 0):
+    def __init__(self, datasets: list[LoadedDataset], builder: SampleBuilder, data_cfg: DataConfig, epoch: int = 0,
+                 *, batch_size: int = 1, num_replicas: int = 1, rank: int = 0):
+        from cotrain.data.mixture import MixtureSampler
+
         self.datasets = datasets
         self.builder = builder
         self.data_cfg = data_cfg
+        self.sampler = MixtureSampler([len(ld.records) for ld in datasets], [ld.cfg.weight for ld in datasets],
+                                      [ld.cfg.name for ld in datasets], seed=data_cfg.seed, batch_size=batch_size,
+                                      num_replicas=num_replicas, rank=rank)
         self.set_epoch(epoch)
-        if not self.pairs:
+        if len(self.sampler) == 0:
             raise RecordError("the weighted mixture is empty; check dataset weights")
 
     def set_epoch(self, epoch: int) -> None:
-        """Redraw the fractional weights and reseed templates / random resize for ``epoch``.
-
-        The epoch length does not change (each dataset contributes round(weight * n) entries).
-        """
+        """Epoch of the template / random-resize seeds (the sampler gets its own set_epoch)."""
         self.epoch = int(epoch)
-        self.pairs = expand_weights(self.datasets, self.data_cfg.seed, self.epoch)
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """(dataset, record) of this epoch's samples on this rank, in order (for inspection and tests)."""
+        return [self.sampler.locate(int(i)) for i in self.sampler.rank_indices(self.epoch)]
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return int(self.sampler.offsets[-1])
 
     def __getitem__(self, i: int) -> dict:
+        d, r = self.sampler.locate(int(i))
+        ld = self.datasets[d]
+        n = len(ld.records)
         skipped = []
-        for k in range(min(len(self.pairs), 64)):
-            d, r = self.pairs[(i + k) % len(self.pairs)]
-            ld = self.datasets[d]
+        for k in range(min(n, 64)):
+            rec = ld.records[(r + k) % n]
             try:
-                # seeds of index i, so a replacement is not a copy of the sample at index i + k
-                sample = self.builder.build(ld.records[r], ld, self.epoch, i)
+                # seeds of index i, so a replacement is not a copy of another index's sample
+                sample = self.builder.build(rec, ld, self.epoch, int(i))
             except BadRecordError as e:
                 if self.data_cfg.on_bad_record == "raise":
                     raise
-                # count a bad record only at its own index, so each is counted once per visit
-                # even when it is also met as another index's replacement
                 if k == 0:
                     log.warning("skipping bad sample (%s): %s", e.reason, e)
-                    skipped.append((e.reason, ld.cfg.name, str(ld.records[r].get("id"))))
+                    skipped.append((e.reason, ld.cfg.name, str(rec.get("id"))))
                 continue
             sample["skipped"] = skipped
             return sample
-        raise BadRecordError(f"64 consecutive samples from index {i} are bad; see the log for reasons",
-                             reason="too_many_bad")
+        raise BadRecordError(f"{min(n, 64)} consecutive records of {ld.cfg.name!r} from record {r} are bad; "
+                             "see the log for reasons", reason="too_many_bad")

@@ -33,8 +33,11 @@ wraps a DataLoader and counts the batches it handed out, so its ``state_dict()``
 ``load_state_dict`` stores (epoch, position) and does no other work; the next pass recomputes the
 epoch order (a pure function, O(N) vectorised) and starts at ``position`` by slicing, so skipped
 items cost nothing. In lockstep data parallelism every rank has the same position, so one state
-serves all ranks. Training loops call ``set_epoch(e)`` at each epoch start: with the epoch the
-state was loaded at, the resume position is kept; any other epoch starts at 0.
+serves all ranks. Training loops call ``set_epoch(e)`` at each epoch start (on the
+``ResumableLoader``, which also resets its batch count): with the epoch the state was loaded at,
+the resume position is kept; any other epoch starts at 0. Changing the recipe (sizes, weights,
+names), the seed, num_replicas, batch_size or drop_last makes a saved state unusable: loading it
+raises ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from cotrain.data.dataset import stable_seed
+from cotrain.seeding import stable_seed
 from cotrain.errors import ConfigError
 
 
@@ -105,7 +108,8 @@ class MixtureSampler(Sampler[int]):
                                   "draws, so give each dataset a unique 'name'")
             seen.add(name)
             if n <= 0:
-                raise ConfigError(f"dataset {name!r} has {n} records; remove it from the recipe or fix its records file")
+                raise ConfigError(f"dataset {name!r} has {n} records; remove it from the recipe or fix its "
+                                  "records file")
             if not (math.isfinite(w) and w > 0):
                 raise ConfigError(f"dataset {name!r} has weight {w}; 'weight' must be a finite number > 0 "
                                   "(the expected uses of each record per epoch)")

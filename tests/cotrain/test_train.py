@@ -67,6 +67,14 @@ def test_run_training_end_to_end(data_root, tmp_path):
     assert len(list((out / "predictions").glob("*.png"))) == 3
     report = (out / "report.md").read_text()
     assert "skipped samples: 2" in report and f"| syn_cls | classification | {min(4, n_val)} |" in report
+    # accounting: samples and tokens per dataset / task, per-task loss logged next to the loss
+    assert sum(s["samples_by_task"].values()) == s["samples_seen"]
+    # the MixtureSampler drives the Trainer: one epoch = each cls record once + a 25% draw of grounding
+    n_ground = len((data_root / "records" / "syn_grounding_test.jsonl").read_text().splitlines())
+    assert s["samples_by_dataset"] == {"syn_cls": 8, "syn_grounding": round(0.25 * n_ground)}
+    assert s["tokens_by_dataset"]["syn_cls"] > 66 * s["samples_by_dataset"]["syn_cls"] // 2
+    assert s["label_tokens_by_task"]["classification"] > 0
+    assert s["last_loss_by_task"] and all(v > 0 for k, v in s["last_loss_by_task"].items() if k != "step")
     model, processor, family = load_model_and_processor(out / "final")
     assert family.name == "qwen2_5_vl"
     assert sum(p.numel() for p in model.parameters()) == s["parameters"]
@@ -108,3 +116,18 @@ def test_cli_validate(data_root, tmp_path):
     assert "syn_cls" in r.stdout and "8 records" in r.stdout
     r = _cli(str(recipe), "data.max_pixel=10", "--validate")
     assert r.returncode == 2 and "Did you mean 'max_pixels'" in r.stderr
+
+
+def test_per_task_loss_equals_the_logged_loss_for_one_task(data_root, tmp_path):
+    from cotrain.train import run_training
+
+    raw = _recipe(data_root, tmp_path / "one", max_steps=3)
+    raw["data"]["datasets"] = [raw["data"]["datasets"][1]]  # grounding only: the per-task mean is the loss
+    raw["eval"]["enabled"] = False
+    summary = run_training(load_config(raw=raw))["summary"]
+    assert summary["samples_by_task"] == {"grounding": summary["samples_seen"]}
+    steps = [h for h in json.loads((tmp_path / "one" / "log_history.json").read_text()) if "loss" in h]
+    assert len(steps) == 3
+    # HF logs the token-mean loss it optimised; ours is recomputed from the logits, by task
+    for h in steps:
+        assert h["loss/grounding"] == pytest.approx(h["loss"], rel=1e-3)
