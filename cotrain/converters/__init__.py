@@ -65,6 +65,8 @@ class ConvertReport:
     """Up to MAX_EXAMPLES messages per reason, each naming file and line/element."""
     fixed: Counter = field(default_factory=Counter)
     """Repairs that kept an item (e.g. 'box_clipped': a box within 1 px outside the image)."""
+    ignored: Counter = field(default_factory=Counter)
+    """Items left out by design, never an error (e.g. 'no_description', 'inactive')."""
 
     def __post_init__(self) -> None:
         if self.on_bad not in ON_BAD:
@@ -88,6 +90,8 @@ class ConvertReport:
             lines.extend(f"    e.g. {m}" for m in self.examples.get(reason, []))
         for what, n in sorted(self.fixed.items()):
             lines.append(f"  fixed {n} x {what}")
+        for what, n in sorted(self.ignored.items()):
+            lines.append(f"  ignored {n} x {what}")
         return "\n".join(lines)
 
 
@@ -257,10 +261,18 @@ from cotrain.converters.dior import convert_dior_r  # noqa: E402  (needs the hel
 from cotrain.converters.dota import convert_dota  # noqa: E402
 from cotrain.converters.rsvg import convert_rsvg  # noqa: E402
 from cotrain.converters.rsvqa import convert_rsvqa  # noqa: E402
+from cotrain.converters.scenes import convert_scenes  # noqa: E402
+from cotrain.converters.captions import convert_captions  # noqa: E402
+from cotrain.converters.fusion import convert_fusionrs  # noqa: E402
+from cotrain.converters.llava import convert_llava  # noqa: E402
 
 CONVERTERS: dict[str, Callable[..., ConvertReport]] = {
     "dota": convert_dota,
     "dior_r": convert_dior_r,
     "rsvg": convert_rsvg,
     "rsvqa": convert_rsvqa,
+    "scenes": convert_scenes,
+    "captions": convert_captions,
+    "fusionrs": convert_fusionrs,
+    "llava": convert_llava,
 }
