@@ -57,8 +57,10 @@ def prepare_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDatase
                          large_size=s.large_size)
     check_files(cfg)
     check_budgets(cfg, resolve_family(cfg).factor)
-    train = [load_dataset(ds) for ds in cfg.data.datasets]
-    evals = [load_dataset(ds) for ds in cfg.data.eval_datasets]
+    # under torchrun, rank 0 builds the memory-mapped index of a large records file and the others wait
+    dist = {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+    train = [load_dataset(ds, **dist) for ds in cfg.data.datasets]
+    evals = [load_dataset(ds, **dist) for ds in cfg.data.eval_datasets]
     share_class_lists(train, evals)
     return train, evals
 

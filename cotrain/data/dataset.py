@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ class LoadedDataset:
     """A dataset config with its validated records."""
 
     cfg: DatasetConfig
-    records: list[dict]
+    records: Sequence[dict]
     classes: list[str] | None = None
     """Dataset class list for records without their own ``classes`` (sorted labels seen)."""
 
@@ -52,21 +53,69 @@ def dataset_classes(records: list[dict]) -> list[str] | None:
     return sorted(labels) or None
 
 
-def load_dataset(ds: DatasetConfig) -> LoadedDataset:
-    """Read and validate the records of ``ds``; RecordError names file:line and field."""
+class LazyRecords(Sequence):
+    """The records of a large file, read one at a time through a memory-mapped ``RecordIndex``.
+
+    Records are validated when read (a bad one raises ``RecordError`` naming file:line, which the
+    training dataset counts as a skip), so millions of records never live as Python objects.
+    """
+
+    def __init__(self, index: Any, limit: int | None = None):
+        self.index = index
+        self.n = len(index) if limit is None else min(limit, len(index))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.index.record(j) for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.index.record(i % self.n)
+
+
+def load_dataset(ds: DatasetConfig, *, lazy_above_mb: float = 256.0, rank: int = 0,
+                 world_size: int = 1) -> LoadedDataset:
+    """Read and validate the records of ``ds``; RecordError names file:line and field.
+
+    Files larger than ``lazy_above_mb`` go through a memory-mapped ``RecordIndex`` (built once
+    beside the file by rank 0, O(1) access); their class list comes from the first 1000 records
+    (or their ``classes`` field), and records are validated when read.
+    """
+    if Path(ds.records).stat().st_size > lazy_above_mb * 2**20:
+        from cotrain.data.index import RecordIndex
+
+        index = RecordIndex.build_or_load(ds.records, rank=rank, world_size=world_size)
+        if len(index) == 0:
+            raise RecordError(f"dataset {ds.name!r} has no records", path=ds.records)
+        head = []
+        for i in range(min(1000, len(index))):
+            try:
+                head.append(index.record(i))
+            except RecordError as e:  # counted when training reaches it; only the class list is sampled here
+                log.warning("dataset %s: %s", ds.name, e)
+        _check_task(ds, head)
+        log.info("dataset %s: %d records through a memory-mapped index (%s)", ds.name, len(index), index.index_path)
+        return LoadedDataset(ds, LazyRecords(index, ds.max_samples), dataset_classes(head))
     records = read_records(ds.records)
-    if ds.task is not None:
-        for i, rec in enumerate(records):
-            if rec["task"] != ds.task:
-                raise RecordError(
-                    f"task {rec['task']!r} but dataset {ds.name!r} declares task {ds.task!r}; fix the record or "
-                    "drop 'task' from the dataset entry", path=ds.records, record_id=rec.get("id"), field="task")
+    _check_task(ds, records)
     if not records:
         raise RecordError(f"dataset {ds.name!r} has no records", path=ds.records)
     classes = dataset_classes(records)  # from all records: max_samples must not shrink the class list
     if ds.max_samples is not None:
         records = records[: ds.max_samples]
     return LoadedDataset(ds, records, classes)
+
+
+def _check_task(ds: DatasetConfig, records) -> None:
+    if ds.task is None:
+        return
+    for rec in records:
+        if rec["task"] != ds.task:
+            raise RecordError(
+                f"task {rec['task']!r} but dataset {ds.name!r} declares task {ds.task!r}; fix the record or "
+                "drop 'task' from the dataset entry", path=ds.records, record_id=rec.get("id"), field="task")
 
 
 def expand_weights(datasets: list[LoadedDataset], seed: int, epoch: int = 0) -> list[tuple[int, int]]:
@@ -150,8 +199,15 @@ class SampleBuilder:
         self.codec = BoxCodec.for_family(family)
         self.data_cfg = data_cfg
 
-    def target_sizes(self, record: dict, ds: DatasetConfig, epoch: int, index: int) -> list[tuple[int, int]]:
-        """Resized (h, w) per image, from the recorded sizes: no pixels are decoded here."""
+    def target_sizes(self, record: dict, ds: DatasetConfig, epoch: int, index: int, *,
+                     shrink: float = 1.0) -> list[tuple[int, int]]:
+        """Resized (h, w) per image, from the recorded sizes: no pixels are decoded here.
+
+        ``shrink`` < 1 (the length rule's downscale) caps each image at that fraction of the area it
+        would otherwise get, through ``smart_resize`` of the recorded size with the smaller
+        ``max_pixels``, so the aspect ratio is kept and sides stay multiples of the factor. The cap
+        never goes below the dataset's ``min_pixels``.
+        """
         lo = ds.min_pixels if ds.min_pixels is not None else self.data_cfg.min_pixels
         hi = ds.max_pixels if ds.max_pixels is not None else self.data_cfg.max_pixels
         f = self.family.factor
@@ -161,17 +217,21 @@ class SampleBuilder:
             h, w = int(img["height"]), int(img["width"])
             try:
                 if ds.random_resize > 0 and rng.random() < ds.random_resize:
-                    sizes.append(tuple(random_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi, rng=rng)))
+                    size = random_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi, rng=rng)
                 else:
-                    sizes.append(tuple(smart_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi)))
+                    size = smart_resize(h, w, factor=f, min_pixels=lo, max_pixels=hi)
+                if shrink < 1.0:
+                    cap = max(lo, int(size[0] * size[1] * shrink))
+                    size = smart_resize(h, w, factor=f, min_pixels=lo, max_pixels=cap)
+                sizes.append(tuple(size))
             except ImageSizeError as e:
                 raise BadRecordError(f"record {record.get('id')!r} of {ds.name!r}: {e}", reason="image_size",
                                      record_id=record.get("id")) from None
         return sizes
 
-    def conversation(self, record: dict, ld: LoadedDataset, epoch: int, index: int):
+    def conversation(self, record: dict, ld: LoadedDataset, epoch: int, index: int, *, shrink: float = 1.0):
         ds = ld.cfg
-        sizes = self.target_sizes(record, ds, epoch, index)
+        sizes = self.target_sizes(record, ds, epoch, index, shrink=shrink)
         try:
             return build_conversation(
                 record, image_root=ds.image_root, resized_sizes=sizes, codec=self.codec, seed=self.data_cfg.seed,
@@ -189,7 +249,51 @@ class SampleBuilder:
 
     def build(self, record: dict, ld: LoadedDataset, epoch: int, index: int, *, prompt: bool = False) -> dict:
         """Encoded training sample (or generation prompt) of ``record``."""
-        return self.encode(self.conversation(record, ld, epoch, index), ld, prompt=prompt)
+        if prompt:
+            return self.encode(self.conversation(record, ld, epoch, index), ld, prompt=True)
+        return self.encode(self.fitted_conversation(record, ld, epoch, index), ld)
+
+    def _length(self, conv: Any) -> int:
+        return self.encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
+
+    def fitted_conversation(self, record: dict, ld: LoadedDataset, epoch: int, index: int,
+                            max_rounds: int = 60):
+        """The training conversation, its images downscaled until it fits ``data.max_length``.
+
+        Only with ``data.too_long: downscale``; with ``skip`` (or when nothing can shrink) the
+        conversation is returned as built and ``encode`` skips it with reason ``too_long``. Each
+        round rebuilds the conversation for the smaller sizes (so its boxes are rendered for them)
+        and recounts its tokens exactly, since box numbers change the text length a little.
+        Visual tokens are proportional to area, so the area cap shrinks by the ratio of the room
+        left for images to the visual tokens used; a round that changes no size shrinks by 10%
+        more so the loop always ends, at ``min_pixels`` at the latest.
+        """
+        conv = self.conversation(record, ld, epoch, index)
+        limit = self.data_cfg.max_length
+        n = self._length(conv)
+        if n <= limit or self.data_cfg.too_long != "downscale" or not conv.images:
+            return conv
+        f2 = self.family.factor ** 2
+        shrink = 1.0
+        for _ in range(max_rounds):
+            sizes = [tuple(img["resized"]) for img in conv.images]
+            visual = sum(h * w // f2 for h, w in sizes)
+            room = limit - (n - visual)
+            if room <= 0:
+                break  # the text alone (with vision start/end tokens) does not fit: no size helps
+            shrink *= min(room / visual, 0.999)
+            smaller = self.conversation(record, ld, epoch, index, shrink=shrink)
+            if [tuple(img["resized"]) for img in smaller.images] == sizes:
+                if shrink * max(h * w for h, w in sizes) < f2:
+                    break  # every image is at its smallest size already
+                shrink *= 0.9
+                continue
+            conv, n = smaller, self._length(smaller)
+            if n <= limit:
+                log.debug("record %r of %r downscaled to %s to fit max_length=%d", conv.meta.get("id"),
+                          ld.cfg.name, [img["resized"] for img in conv.images], limit)
+                return conv
+        return conv
 
     def encode(self, conv: Any, ld: LoadedDataset, *, prompt: bool = False) -> dict:
         """Encode a built conversation; the length check runs on recorded sizes, before any decode."""
@@ -197,11 +301,17 @@ class SampleBuilder:
         if prompt:
             conv = prompt_only(conv)
         else:
-            n = self.encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
+            # Never truncated: a sample that does not fit is skipped whole (fitted_conversation has
+            # already downscaled it as far as data.too_long allows).
+            n = self._length(conv)
             if n > self.data_cfg.max_length:
+                if self.data_cfg.too_long == "downscale":
+                    fix = "even at min_pixels; raise data.max_length, lower min_pixels or shorten the text"
+                else:
+                    fix = "raise data.max_length, lower max_pixels or set data.too_long=downscale"
                 raise BadRecordError(
-                    f"record {rid!r} of {ld.cfg.name!r} has {n} tokens > data.max_length={self.data_cfg.max_length}; "
-                    "raise data.max_length or lower max_pixels", reason="too_long", record_id=rid)
+                    f"record {rid!r} of {ld.cfg.name!r} has {n} tokens > data.max_length={self.data_cfg.max_length} "
+                    f"{fix}", reason="too_long", record_id=rid)
         pixels = self.load_pixels(conv)
         sample = self.encoder.encode(conv, pixels, add_generation_prompt=prompt)
         sample["dataset"] = ld.cfg.name
@@ -253,8 +363,9 @@ class TrainingDataset:
         n = len(ld.records)
         skipped = []
         for k in range(min(n, 64)):
-            rec = ld.records[(r + k) % n]
+            rec: dict = {}
             try:
+                rec = _read_record(ld, (r + k) % n)
                 # seeds of index i, so a replacement is not a copy of another index's sample
                 sample = self.builder.build(rec, ld, self.epoch, int(i))
             except BadRecordError as e:
@@ -262,9 +373,17 @@ class TrainingDataset:
                     raise
                 if k == 0:
                     log.warning("skipping bad sample (%s): %s", e.reason, e)
-                    skipped.append((e.reason, ld.cfg.name, str(rec.get("id"))))
+                    skipped.append((e.reason, ld.cfg.name, str(rec.get("id", e.record_id))))
                 continue
             sample["skipped"] = skipped
             return sample
         raise BadRecordError(f"{min(n, 64)} consecutive records of {ld.cfg.name!r} from record {r} are bad; "
                              "see the log for reasons", reason="too_many_bad")
+
+
+def _read_record(ld: LoadedDataset, r: int) -> dict:
+    """Record ``r``; a lazily read record that fails validation becomes a BadRecordError (a counted skip)."""
+    try:
+        return ld.records[r]
+    except RecordError as e:
+        raise BadRecordError(f"{ld.cfg.name}: {e}", reason="bad_record", record_id=e.record_id) from None

@@ -178,3 +178,26 @@ def test_eval_prompts_use_the_training_class_list(tmp_path):
     ev2 = LoadedDataset(DatasetConfig(name="c", records="y"), [], ["a", "z"])
     share_class_lists([train], [ev2])
     assert ev2.classes == ["a", "b", "c", "z"]
+
+
+def test_large_files_are_read_lazily_through_the_index(cls_dataset):
+    from pathlib import Path
+
+    from cotrain.data.dataset import LazyRecords
+
+    # append a record with a NaN box-free but missing label: invalid, found only when read
+    path = Path(cls_dataset.records)
+    bad = json.loads(path.read_text().splitlines()[0])
+    bad["id"] = "broken"
+    del bad["label"]
+    path.write_text(path.read_text() + json.dumps(bad) + "\n")
+    ld = load_dataset(cls_dataset, lazy_above_mb=0)  # force the memory-mapped path
+    assert isinstance(ld.records, LazyRecords) and len(ld.records) == 7
+    assert Path(str(path) + ".cotrain-index.npy").is_file()
+    assert ld.records[0]["id"] == "r0" and [r["id"] for r in ld.records[1:3]] == ["r1", "r2"]
+    with pytest.raises(RecordError, match=r"recs.jsonl:7.*'label'"):
+        ld.records[6]
+    data_cfg = DataConfig(max_pixels=64 * 28 * 28)
+    ds = TrainingDataset([ld], _builder(data_cfg), data_cfg)
+    reasons = Counter(r for i in range(len(ds)) for r, _, _ in ds[i]["skipped"])
+    assert reasons == {"image_missing": 1, "image_corrupt": 2, "bad_record": 1}
