@@ -1,7 +1,7 @@
 """Box geometry and the box codec: the one place where boxes turn into text and back.
 
-Records store boxes in ORIGINAL image pixels (x right, y down) as ``{"hbb": [x1, y1, x2, y2]}`` or
-``{"quad": [x1, y1, ..., x4, y4]}``. This module owns
+Records store boxes in ORIGINAL image pixels (x right, y down) as ``{"hbb": [x1, y1, x2, y2]}``,
+``{"quad": [x1, y1, ..., x4, y4]}`` or, for pointing answers, ``{"point": [x, y]}``. This module owns
 
 * geometry: quad vertex order, quad <-> oriented box (obb), quad <-> horizontal box (hbb);
 * ``BoxCodec``: renders a box for the RESIZED image in the model family's convention, formats it
@@ -14,6 +14,7 @@ means the same thing everywhere. It must not know about tasks, templates or toke
 Conventions (shared/DESIGN.md section 6)
 ----------------------------------------
 * quad: 4 vertices clockwise ON SCREEN (y down), starting at the top-most vertex, ties: left-most.
+  Every public function here that returns a quad returns it in this order (``order_quad``).
 * obb: ``cx, cy, w, h, angle``: the minimum-area rectangle, ``w >= h``, angle in degrees in
   [-90, 90) of the ``w`` side, measured from +x towards +y (clockwise on screen). A square
   (``w == h``) takes the side whose angle lies in [-45, 45), so its angle is stable.
@@ -22,14 +23,22 @@ Conventions (shared/DESIGN.md section 6)
 * Rounding is half-up (``floor(v + 0.5)``), the same for every coordinate and both conventions.
 * An obb is computed in the codec's frame (resized pixels, or the 1000x1000 normalised frame), so
   rendering and ``to_original`` are exact inverses up to integer rounding.
+* point: ``[x, y]``. A hbb or quad rendered as a point gives its centre (mean of the 4 vertices);
+  a point has no extent, so it renders only as a point.
 
 Text forms (one per kind): plain ``[x1, y1, x2, y2]`` (hbb), ``[cx, cy, w, h, angle]`` (obb),
-``[x1, y1, x2, y2, x3, y3, x4, y4]`` (quad); JSON objects use the keys ``"bbox_2d"``,
-``"oriented bbox"`` and ``"quad bbox"`` with a ``"label"``.
+``[x1, y1, x2, y2, x3, y3, x4, y4]`` (quad), ``[x, y]`` (point); JSON objects use the keys
+``"bbox_2d"``, ``"oriented bbox"``, ``"quad bbox"`` and ``"point_2d"`` (Qwen2.5-VL's pointing key)
+with a ``"label"``.
 
 Quantisation bound of a round trip (render -> to_original), per coordinate, before clipping:
 ``0.5 * W / rw`` in x and ``0.5 * H / rh`` in y for "abs"; ``0.5 * W / 1000`` and ``0.5 * H / 1000``
-for "norm1000" (up to twice that on the right/bottom edge, where 1000 is clipped to 999).
+for "norm1000" (up to twice that on the right/bottom edge, where 1000 is clipped to 999). So hbb,
+quad and point come back within ONE unit of the frame (one resized pixel, or 1/1000 of the side).
+An obb cannot promise that: its integer angle moves a corner by up to ``radians(0.5) * half
+diagonal`` and its integer w, h by up to ``0.25 * (|cos| + |sin|)`` on top of the centre's 0.5,
+so its corner bound per axis, in frame units, is ``0.5 + 0.25 * sqrt(2) + radians(0.5) * half
+diagonal`` (tests/cotrain/test_boxes.py checks exactly these bounds).
 """
 
 from __future__ import annotations
@@ -43,11 +52,14 @@ from dataclasses import dataclass
 from cotrain.errors import ConfigError
 
 BOX_KINDS = ("hbb", "obb", "quad")
+"""Box formats a dataset may train with (recipe key ``box_format``)."""
+CODEC_KINDS = BOX_KINDS + ("point",)
+"""Everything the codec renders, formats and parses: the box formats plus ``point``."""
 CONVENTIONS = ("abs", "norm1000")
 NORM_SCALE = 1000
 """Side of the normalised frame of the "norm1000" convention."""
-VALUE_COUNTS = {"hbb": 4, "obb": 5, "quad": 8}
-JSON_KEYS = {"hbb": "bbox_2d", "obb": "oriented bbox", "quad": "quad bbox"}
+VALUE_COUNTS = {"hbb": 4, "obb": 5, "quad": 8, "point": 2}
+JSON_KEYS = {"hbb": "bbox_2d", "obb": "oriented bbox", "quad": "quad bbox", "point": "point_2d"}
 NONE_ANSWER = "There are none."
 """Plain detection answer for an image without objects of the asked classes."""
 
@@ -95,12 +107,34 @@ def quad_to_hbb(quad: Sequence[float]) -> list:
 
 
 def box_to_quad(box: dict) -> list:
-    """The quad of a record box ``{"hbb": [...]}`` or ``{"quad": [...]}`` (not reordered)."""
+    """The quad of a record box ``{"hbb": [...]}`` or ``{"quad": [...]}``, ordered by ``order_quad``."""
     if "quad" in box:
-        return list(box["quad"])
+        return order_quad(box["quad"])
     if "hbb" in box:
         return hbb_to_quad(box["hbb"])
+    if "point" in box:
+        raise ValueError(f"a point {box['point']!r} has no outline; render it with kind 'point'")
     raise ValueError(f"a box is {{'hbb': [4 numbers]}} or {{'quad': [8 numbers]}}, got keys {sorted(box)}")
+
+
+def quad_area(quad: Sequence[float]) -> float:
+    """Area of the quad's outline in ``order_quad`` order (shoelace), so a bow-tie order is not zero."""
+    q = order_quad(quad)
+    return 0.5 * abs(sum(q[i] * q[(i + 3) % 8] - q[(i + 2) % 8] * q[i + 1] for i in range(0, 8, 2)))
+
+
+def is_convex_quad(quad: Sequence[float], rtol: float = 1e-9) -> bool:
+    """True when the ordered outline covers the convex hull of the 4 vertices (up to ``rtol``).
+
+    False for a vertex strictly inside the triangle of the other three (an arrowhead): three
+    different simple quadrilaterals share such vertices, so the annotation is ambiguous. A vertex
+    on a hull edge (a triangle with a redundant vertex) counts as convex.
+    """
+    hull = _convex_hull([(float(x), float(y)) for x, y in _pairs(quad)])
+    if len(hull) < 3:
+        return True  # collinear or repeated vertices: zero area, which callers reject on its own
+    hull_area = 0.5 * abs(sum(hull[i][0] * hull[i - 1][1] - hull[i - 1][0] * hull[i][1] for i in range(len(hull))))
+    return quad_area(quad) >= hull_area * (1.0 - rtol)
 
 
 def _convex_hull(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -183,8 +217,8 @@ def _fmt_number(v: float) -> str:
 
 def _check_kind(kind: str) -> None:
     if kind not in VALUE_COUNTS:
-        raise ConfigError(f"unknown box format {kind!r}; use one of {', '.join(BOX_KINDS)} "
-                          "(recipe key 'box_format')")
+        raise ConfigError(f"unknown box format {kind!r}; use one of {', '.join(CODEC_KINDS)} "
+                          "(recipe key 'box_format' takes the first three)")
 
 
 @dataclass(frozen=True)
@@ -218,6 +252,13 @@ class BoxCodec:
         """
         _check_kind(kind)
         sx, sy, lx, ly = self._frame(orig_wh, resized_wh)
+        if kind == "point":
+            if "point" in box:
+                px, py = box["point"]
+            else:  # the centre of a box: a pointing answer for a boxed target
+                q = box_to_quad(box)
+                px, py = sum(q[0::2]) / 4.0, sum(q[1::2]) / 4.0
+            return [_round(min(max(px * sx, 0.0), lx)), _round(min(max(py * sy, 0.0), ly))]
         quad = box_to_quad(box)
         xs = [min(max(x * sx, 0.0), lx) for x in quad[0::2]]
         ys = [min(max(y * sy, 0.0), ly) for y in quad[1::2]]
@@ -241,14 +282,19 @@ class BoxCodec:
         return "[" + ", ".join(_fmt_number(v) for v in values) + "]"
 
     def parse(self, text: str, kind: str) -> list[float] | None:
-        """The first box of ``kind`` in ``text`` (plain or JSON form), or None when there is none."""
+        """The first box of ``kind`` in ``text`` (plain or JSON form), or None when there is none.
+
+        A quad comes back in ``order_quad`` order, whatever order the text wrote its vertices in.
+        """
         _check_kind(kind)
-        return _first_group(text, VALUE_COUNTS[kind])
+        values = _first_group(text, VALUE_COUNTS[kind])
+        return order_quad(values) if values is not None and kind == "quad" else values
 
     def to_original(self, values: Sequence[float], kind: str, orig_wh, resized_wh) -> dict:
-        """Map rendered/parsed values back to ORIGINAL pixels: ``{"hbb": [...]}`` or ``{"quad": [...]}``.
+        """Map rendered/parsed values back to ORIGINAL pixels: ``{"hbb"|"quad"|"point": [...]}``.
 
-        hbb stays hbb (corners sorted); quad and obb become quads (the obb's corners).
+        hbb stays hbb (corners sorted); quad and obb become quads (the obb's corners); a point
+        stays a point.
         """
         _check_kind(kind)
         if len(values) != VALUE_COUNTS[kind]:
@@ -257,6 +303,8 @@ class BoxCodec:
         if kind == "hbb":
             x1, y1, x2, y2 = (float(v) for v in values)
             return {"hbb": [min(x1, x2) / sx, min(y1, y2) / sy, max(x1, x2) / sx, max(y1, y2) / sy]}
+        if kind == "point":
+            return {"point": [float(values[0]) / sx, float(values[1]) / sy]}
         quad = obb_to_quad([float(v) for v in values]) if kind == "obb" else [float(v) for v in values]
         back = [v / (sx if i % 2 == 0 else sy) for i, v in enumerate(quad)]
         return {"quad": order_quad(back)}
@@ -301,6 +349,8 @@ def format_json_objects(items: Sequence[tuple[Sequence[float], str | None]], kin
 
 def _min_corner(values: Sequence[float], kind: str) -> tuple[float, float]:
     """(y, x) of the top-left corner of a rendered box, the detection answer's sort key."""
+    if kind == "point":
+        return values[1], values[0]
     quad = obb_to_quad(values) if kind == "obb" else values if kind == "quad" else hbb_to_quad(values)
     return min(quad[1::2]), min(quad[0::2])
 
@@ -335,11 +385,16 @@ def _json_string(body: str) -> str:
         return body
 
 
+def _ordered(values: list[float], kind: str) -> list[float]:
+    return order_quad(values) if kind == "quad" else values
+
+
 def parse_detection_answer(text: str, kind: str) -> list[tuple[list[float], str]]:
     """``(values, label)`` per object found in a detection answer (plain lines or JSON).
 
     Lines or objects that do not hold a box of ``kind`` are skipped; the caller counts them if it
-    cares. The values are in the codec's frame: map them with ``BoxCodec.to_original``.
+    cares. The values are in the codec's frame: map them with ``BoxCodec.to_original``. Quads
+    come back in ``order_quad`` order.
     """
     _check_kind(kind)
     count, key = VALUE_COUNTS[kind], JSON_KEYS[kind]
@@ -355,7 +410,7 @@ def parse_detection_answer(text: str, kind: str) -> list[tuple[list[float], str]
             for obj in data:
                 if isinstance(obj.get(key), list) and len(obj[key]) == count:
                     try:
-                        out.append(([float(v) for v in obj[key]], str(obj.get("label", ""))))
+                        out.append((_ordered([float(v) for v in obj[key]], kind), str(obj.get("label", ""))))
                     except (TypeError, ValueError):
                         continue
             return out
@@ -371,7 +426,7 @@ def parse_detection_answer(text: str, kind: str) -> list[tuple[list[float], str]
                 # off): keep it only if its label survived.
                 found = _JSON_LABEL.search(line)
                 if found:
-                    out.append((nums, _json_string(found.group(1))))
+                    out.append((_ordered(nums, kind), _json_string(found.group(1))))
             else:
-                out.append((nums, line[m.end():].strip()))
+                out.append((_ordered(nums, kind), line[m.end():].strip()))
     return out

@@ -100,6 +100,8 @@ class DataConfig:
     """Default upper pixel budget of one image."""
     max_length: int = 2048
     """Longest token sequence of one sample; longer samples are skipped (counted)."""
+    too_long: str = "skip"
+    """A sample over max_length: skip (counted, reason too_long) or downscale its images until it fits."""
     seed: int = 0
     """Seed of every data-side random choice (order, templates, resize)."""
     on_bad_record: str = "skip"
@@ -110,6 +112,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.on_bad_record not in ("skip", "raise"):
             raise ConfigError(f"data.on_bad_record={self.on_bad_record!r}; use skip or raise")
+        if self.too_long not in ("skip", "downscale"):
+            raise ConfigError(f"data.too_long={self.too_long!r}; use skip (drop over-long samples, counted) "
+                              "or downscale (shrink their images until they fit max_length)")
         if self.min_pixels <= 0 or self.max_pixels < self.min_pixels:
             raise ConfigError(f"data.min_pixels={self.min_pixels}, data.max_pixels={self.max_pixels}: "
                               "need 0 < min_pixels <= max_pixels")
@@ -463,10 +468,12 @@ def check_budgets(cfg: RunConfig, factor: int) -> None:
             if hi < factor * factor:
                 raise ConfigError(f"{group} {ds.name!r}: max_pixels={hi} is below one visual token "
                                   f"({factor}x{factor}={factor * factor} pixels); raise it")
-            tokens = hi // (factor * factor) + 2  # + vision start/end
+            # with too_long=downscale an image can shrink to min_pixels, so that is what must fit
+            budget, key = (lo, "min_pixels") if cfg.data.too_long == "downscale" else (hi, "max_pixels")
+            tokens = budget // (factor * factor) + 2  # + vision start/end
             if tokens >= cfg.data.max_length:
-                raise ConfigError(f"{group} {ds.name!r}: one image may take {tokens} tokens (max_pixels={hi}) but "
-                                  f"data.max_length={cfg.data.max_length}; raise max_length or lower max_pixels")
+                raise ConfigError(f"{group} {ds.name!r}: one image may take {tokens} tokens ({key}={budget}) but "
+                                  f"data.max_length={cfg.data.max_length}; raise max_length or lower {key}")
 
 
 def check_files(cfg: RunConfig) -> None:

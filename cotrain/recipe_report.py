@@ -100,7 +100,8 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
         tokens, over = [], 0
         for i, rec in enumerate(ld.records[:sample_per_dataset]):
             try:
-                conv = builder.conversation(rec, ld, 0, i)
+                # the conversation training would build: downscaled to fit when data.too_long=downscale
+                conv = builder.fitted_conversation(rec, ld, 0, i)
                 n = encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
             except BadRecordError as e:
                 log.warning("record %s of %s: %s", rec.get("id"), ld.cfg.name, e)

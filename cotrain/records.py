@@ -18,6 +18,14 @@ Schema notes beyond shared/DESIGN.md section 4 (deliberate choices):
 * conversation: turns alternate user/assistant starting with user and ending with assistant;
   ``<image>`` appears only in user turns, either nowhere (images go before the first user text)
   or exactly once per image.
+* quad vertex order is free: any order of a CONVEX quad is accepted, including a self-intersecting
+  "bow-tie" order, because ``order_quad`` (the project's one vertex rule) turns it into the convex
+  outline and every consumer (codec, metrics) uses that outline. A NON-CONVEX quad (one vertex
+  strictly inside the triangle of the other three) is rejected: three different simple polygons
+  share those vertices, and the metrics would silently score it as the hull triangle. Real
+  annotations of the 4 corners of an object are convex; an arrowhead is a clicking error.
+* The file must be UTF-8 (a leading byte-order mark is tolerated); other bytes are a
+  ``RecordError`` naming ``file:line`` and the byte, never a decode traceback.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cotrain.boxes import order_quad
+from cotrain.boxes import is_convex_quad, quad_area
 from cotrain.errors import RecordError
 
 TASKS = ("classification", "vqa", "mcq", "grounding", "detection", "captioning", "zoom_vqa", "conversation")
@@ -143,11 +151,12 @@ def _check_box(box: Any, field: str, images: list[dict], w: _Where, *, kinds=("h
         raise w.error(f, f"needs x1 < x2 and y1 < y2, got {v!r}",
                       "write [x1, y1, x2, y2] with the top-left corner first; drop zero-size boxes")
     if kind == "quad":
-        # Shoelace on the reordered outline, so a bow-tie vertex order is not mistaken for zero area.
-        q = order_quad(v)
-        area = 0.5 * abs(sum(q[i] * q[(i + 3) % 8] - q[(i + 2) % 8] * q[i + 1] for i in range(0, 8, 2)))
-        if area <= 0.0:
+        # Area of the reordered outline, so a bow-tie vertex order is not mistaken for zero area.
+        if quad_area(v) <= 0.0:
             raise w.error(f, f"has zero area (collinear or repeated vertices): {v!r}", "fix or drop the annotation")
+        if not is_convex_quad(v):
+            raise w.error(f, f"is not convex (one vertex lies inside the triangle of the other three): {v!r}",
+                          "re-annotate the 4 corners of the object, or write the object's hbb instead")
     width, height = images[img_idx]["width"], images[img_idx]["height"]
     t = BOX_TOLERANCE_PX
     xs, ys = v[0::2], v[1::2]
@@ -297,8 +306,11 @@ def validate_record(obj: Any, *, path: str | Path | None = None, line: int | Non
 def iter_records(path: str | Path) -> Iterator[dict]:
     """Validated records of a JSONL file, in file order; blank lines are skipped, ids must be unique."""
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
+    # Binary read and per-line decode: a stray Latin-1 byte must name its line, not end in a
+    # UnicodeDecodeError from deep inside the file iterator.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            text = _decode_line(raw, path, lineno)
             if not text.strip():
                 continue
             try:
@@ -313,6 +325,20 @@ def iter_records(path: str | Path) -> Iterator[dict]:
                                   record_id=rec["id"], field="id")
             seen[rec["id"]] = lineno
             yield rec
+
+
+def _decode_line(raw: bytes, path, lineno: int) -> str:
+    """One JSONL line as text; RecordError naming file:line and the first bad byte if not UTF-8."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # byte-order mark written by some Windows editors
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = raw[e.start:e.end]
+        raise RecordError(f"not UTF-8 at byte {e.start} of the line (bytes {bad!r}, near "
+                          f"{raw[max(0, e.start - 20):e.start].decode('utf-8', 'replace')!r}). Re-encode the "
+                          "file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or re-run its converter",
+                          path=str(path), line=lineno) from None
 
 
 def read_records(path: str | Path) -> list[dict]:

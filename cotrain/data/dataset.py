@@ -266,7 +266,7 @@ class SampleBuilder:
         and recounts its tokens exactly, since box numbers change the text length a little.
         Visual tokens are proportional to area, so the area cap shrinks by the ratio of the room
         left for images to the visual tokens used; a round that changes no size shrinks by 10%
-        more so the loop always ends, at ``min_pixels`` at the latest.
+        more, so the loop ends at the ``min_pixels`` sizes at the latest.
         """
         conv = self.conversation(record, ld, epoch, index)
         limit = self.data_cfg.max_length
@@ -274,9 +274,12 @@ class SampleBuilder:
         if n <= limit or self.data_cfg.too_long != "downscale" or not conv.images:
             return conv
         f2 = self.family.factor ** 2
+        smallest = self.target_sizes(record, ld.cfg, epoch, index, shrink=0.0)  # every cap at min_pixels
         shrink = 1.0
         for _ in range(max_rounds):
             sizes = [tuple(img["resized"]) for img in conv.images]
+            if sizes == smallest:
+                break
             visual = sum(h * w // f2 for h, w in sizes)
             room = limit - (n - visual)
             if room <= 0:
@@ -284,9 +287,7 @@ class SampleBuilder:
             shrink *= min(room / visual, 0.999)
             smaller = self.conversation(record, ld, epoch, index, shrink=shrink)
             if [tuple(img["resized"]) for img in smaller.images] == sizes:
-                if shrink * max(h * w for h, w in sizes) < f2:
-                    break  # every image is at its smallest size already
-                shrink *= 0.9
+                shrink *= 0.9  # flooring to the factor kept every size: push harder
                 continue
             conv, n = smaller, self._length(smaller)
             if n <= limit:
@@ -306,11 +307,11 @@ class SampleBuilder:
             n = self._length(conv)
             if n > self.data_cfg.max_length:
                 if self.data_cfg.too_long == "downscale":
-                    fix = "even at min_pixels; raise data.max_length, lower min_pixels or shorten the text"
+                    fix = " even with its images at min_pixels; raise data.max_length or lower min_pixels"
                 else:
-                    fix = "raise data.max_length, lower max_pixels or set data.too_long=downscale"
+                    fix = "; raise data.max_length, lower max_pixels or set data.too_long=downscale"
                 raise BadRecordError(
-                    f"record {rid!r} of {ld.cfg.name!r} has {n} tokens > data.max_length={self.data_cfg.max_length} "
+                    f"record {rid!r} of {ld.cfg.name!r} has {n} tokens > data.max_length={self.data_cfg.max_length}"
                     f"{fix}", reason="too_long", record_id=rid)
         pixels = self.load_pixels(conv)
         sample = self.encoder.encode(conv, pixels, add_generation_prompt=prompt)

@@ -255,3 +255,228 @@ def test_detection_parse_survives_cut_off_json():
 def test_detection_parse_plain_box_without_label():
     # Looks like JSON (a list of numbers) but is a plain box line.
     assert parse_detection_answer("[1, 2, 3, 4]", "hbb") == [([1, 2, 3, 4], "")]
+
+
+# ---------------------------------------------------------------- point kind ----
+
+def test_point_hand_examples_both_conventions_and_styles():
+    # 1000x500 image resized to 448x224: scale 0.448 on both axes; norm1000 scales by 1 and 2.
+    abs_codec, norm = BoxCodec("abs"), BoxCodec("norm1000")
+    assert abs_codec.render({"point": [500, 250]}, (1000, 500), (448, 224), "point") == [224, 112]
+    assert norm.render({"point": [500, 250]}, (1000, 500), (448, 224), "point") == [500, 500]
+    # A box rendered as a point is its centre: hbb [100, 50, 300, 250] -> (200, 150) -> 89.6, 67.2.
+    assert abs_codec.render({"hbb": [100, 50, 300, 250]}, (1000, 500), (448, 224), "point") == [90, 67]
+    assert norm.render({"quad": [100, 50, 300, 50, 300, 250, 100, 250]}, (1000, 500), (448, 224),
+                       "point") == [200, 300]
+    assert abs_codec.render({"point": [1200, -3]}, (1000, 500), (448, 224), "point") == [448, 0]  # clipped
+    assert abs_codec.format([224, 112], "point") == "[224, 112]"
+    text = abs_codec.format([224, 112], "point", style="json", label="tower")
+    assert text == '```json\n[\n\t{"point_2d": [224, 112], "label": "tower"}\n]\n```'
+    assert abs_codec.parse(text, "point") == [224, 112]
+    assert abs_codec.parse("The tower is at (224, 112).", "point") == [224, 112]
+    assert abs_codec.parse("[1, 2, 3, 4]", "point") is None
+    assert abs_codec.to_original([224, 112], "point", (1000, 500), (448, 224)) == {"point": [500.0, 250.0]}
+    assert norm.to_original([500, 500], "point", (1000, 500), (448, 224)) == {"point": [500.0, 250.0]}
+
+
+def test_point_has_no_outline():
+    with pytest.raises(ValueError, match="render it with kind 'point'"):
+        BoxCodec("abs").render({"point": [5, 5]}, (100, 100), (56, 56), "hbb")
+
+
+def test_points_in_a_detection_answer():
+    objects = [{"label": "car", "point": [10, 90]}, {"label": "car", "point": [50, 10]}]
+    text = format_detection_answer(objects, "point", BoxCodec("abs"), (100, 100), (200, 200))
+    assert text == "[100, 20] car\n[20, 180] car"  # top-most first within a class
+    assert parse_detection_answer(text, "point") == [([100, 20], "car"), ([20, 180], "car")]
+
+
+# ---------------------------------------------------------------- round-trip properties ----
+# parse(format(render(box))) mapped back with to_original lands within ONE quantum of the frame
+# per axis: W / resized_w (abs) or W / 1000 (norm1000) in x, likewise in y. The boxes are drawn
+# in ORIGINAL pixels (hbb, point) or in the codec's frame (quad, obb: that is where their shape
+# meets the integer grid, so their size in frame units is what the draw controls) and mapped to
+# original pixels by the frame's scale, computed here independently of boxes.py.
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from cotrain.resolution import smart_resize  # noqa: E402
+
+PROPERTY = settings(max_examples=200, derandomize=True, deadline=None)
+
+
+@st.composite
+def _setups(draw):
+    long = draw(st.integers(64, 8000))
+    aspect = draw(st.floats(1.0, 20.0))
+    short = max(64, min(long, int(long / aspect)))
+    w, h = (long, short) if draw(st.booleans()) else (short, long)
+    factor = draw(st.sampled_from([28, 32]))
+    budget = draw(st.integers(4, 16384)) * factor * factor
+    rh, rw = smart_resize(h, w, factor=factor, min_pixels=4 * factor * factor, max_pixels=budget)
+    convention = draw(st.sampled_from(["abs", "norm1000"]))
+    style = draw(st.sampled_from(["plain", "json"]))
+    if convention == "abs":
+        frame = (rw / w, rh / h, rw, rh)   # scale x, scale y, frame width, frame height
+    else:
+        frame = (1000 / w, 1000 / h, 999, 999)
+    return (w, h), (rw, rh), BoxCodec(convention), style, frame
+
+
+def _round_trip(codec, box, kind, orig, resized, style):
+    values = codec.render(box, orig, resized, kind)
+    text = codec.format(values, kind, style=style, label="ship")
+    parsed = codec.parse(text, kind)
+    assert parsed == values
+    return codec.to_original(parsed, kind, orig, resized)
+
+
+def _cyclic_error(got, want, qx, qy):
+    """Largest per-axis error in quanta, minimised over the start vertex (ties for top-most can
+    move the start by one when rounding lifts one of two equally high vertices)."""
+    best = math.inf
+    for s in range(4):
+        rolled = want[2 * s:] + want[:2 * s]
+        err = max(max(abs(g - r) / qx for g, r in zip(got[0::2], rolled[0::2])),
+                  max(abs(g - r) / qy for g, r in zip(got[1::2], rolled[1::2])))
+        best = min(best, err)
+    return best
+
+
+def _is_screen_clockwise_from_top(quad):
+    pts = list(zip(quad[0::2], quad[1::2]))
+    return LinearRing(pts).is_ccw and pts[0] == min(pts, key=lambda p: (p[1], p[0]))
+
+
+@PROPERTY
+@given(setup=_setups(), data=st.data())
+def test_property_hbb_round_trip_within_one_quantum(setup, data):
+    orig, resized, codec, style, (sx, sy, _, _) = setup
+    x1, x2 = sorted(data.draw(st.lists(st.floats(0, orig[0]), min_size=2, max_size=2)))
+    y1, y2 = sorted(data.draw(st.lists(st.floats(0, orig[1]), min_size=2, max_size=2)))
+    back = _round_trip(codec, {"hbb": [x1, y1, x2, y2]}, "hbb", orig, resized, style)["hbb"]
+    qx, qy = 1 / sx, 1 / sy
+    for got, want, q in zip(back, [x1, y1, x2, y2], [qx, qy, qx, qy]):
+        assert abs(got - want) <= q * (1 + 1e-9)
+
+
+@PROPERTY
+@given(setup=_setups(), data=st.data())
+def test_property_point_round_trip_within_one_quantum(setup, data):
+    orig, resized, codec, style, (sx, sy, _, _) = setup
+    x, y = data.draw(st.floats(0, orig[0])), data.draw(st.floats(0, orig[1]))
+    bx, by = _round_trip(codec, {"point": [x, y]}, "point", orig, resized, style)["point"]
+    assert abs(bx - x) <= (1 + 1e-9) / sx and abs(by - y) <= (1 + 1e-9) / sy
+
+
+def _frame_shape(data, fw, fh, min_radius):
+    """Centre and radii in frame units, the whole shape inside [0, fw] x [0, fh] (None if it cannot fit)."""
+    if min(fw, fh) < 2 * min_radius + 2:
+        return None
+    rx = data.draw(st.floats(min_radius, fw / 2 - 1))
+    ry = data.draw(st.floats(min_radius, fh / 2 - 1))
+    r = min(rx, ry)  # a rotated shape must fit in its inscribed circle's square too
+    cx = data.draw(st.floats(max(rx, r), fw - max(rx, r)))
+    cy = data.draw(st.floats(max(ry, r), fh - max(ry, r)))
+    return cx, cy, rx, ry
+
+
+@PROPERTY
+@given(setup=_setups(), data=st.data())
+def test_property_quad_round_trip_within_one_quantum(setup, data):
+    orig, resized, codec, style, (sx, sy, fw, fh) = setup
+    shape = _frame_shape(data, fw, fh, 8)
+    if shape is None:
+        return
+    cx, cy, rx, ry = shape
+    # Four points on an axis-aligned ellipse (a convex quad), at least 30 degrees apart.
+    start = data.draw(st.floats(0, 360))
+    gaps = data.draw(st.lists(st.floats(30, 150), min_size=3, max_size=3).filter(lambda g: sum(g) <= 330))
+    angles = np.radians(start + np.concatenate([[0], np.cumsum(gaps)]))
+    frame_quad = [v for a in angles for v in (cx + rx * np.cos(a), cy + ry * np.sin(a))]
+    quad = [float(v) / (sx if i % 2 == 0 else sy) for i, v in enumerate(frame_quad)]
+    shuffled = [quad[2 * i + k] for i in data.draw(st.permutations(range(4))) for k in (0, 1)]
+    back = _round_trip(codec, {"quad": shuffled}, "quad", orig, resized, style)["quad"]
+    assert _is_screen_clockwise_from_top(back)
+    want = order_quad(quad)
+    assert _cyclic_error(back, want, 1 / sx, 1 / sy) <= 1 + 1e-9
+
+
+@PROPERTY
+@given(setup=_setups(), data=st.data())
+def test_property_obb_round_trip_within_its_bound(setup, data):
+    orig, resized, codec, style, (sx, sy, fw, fh) = setup
+    shape = _frame_shape(data, fw, fh, 2)
+    if shape is None:
+        return
+    cx, cy, rx, ry = shape
+    half_w, half_h = min(rx, ry), data.draw(st.floats(1, min(rx, ry)))
+    deg = data.draw(st.floats(-180, 180))
+    # A rectangle in the frame (numpy rotation, independent of boxes.py), corners inside the frame
+    # because its half diagonal fits the inscribed circle only when rescaled: shrink it to fit.
+    half_diag = math.hypot(half_w, half_h)
+    fit = min(1.0, min(cx, fw - cx, cy, fh - cy) / half_diag)
+    frame_rect = rect_corners(cx, cy, 2 * half_w * fit, 2 * half_h * fit, deg)
+    quad = [v / (sx if i % 2 == 0 else sy) for i, v in enumerate(frame_rect)]
+    back = _round_trip(codec, {"quad": quad}, "obb", orig, resized, style)["quad"]
+    assert _is_screen_clockwise_from_top(back)
+    # Bound in frame units (module docstring of boxes.py): centre 0.5, integer w/h 0.25*(|cos|+|sin|)
+    # <= 0.354, integer angle radians(0.5) * half diagonal.
+    bound = 0.5 + 0.25 * math.sqrt(2) + math.radians(0.5) * half_diag * fit + 1e-6
+    assert _cyclic_error(back, order_quad(quad), 1 / sx, 1 / sy) <= bound
+
+
+@PROPERTY
+@given(setup=_setups(), data=st.data())
+def test_property_small_axis_aligned_obb_within_one_quantum(setup, data):
+    # Without rotation the angle is exact, and an obb of a hbb meets the plain one-quantum bound
+    # whenever w and h are whole frame units (here: integer frame corners).
+    orig, resized, codec, style, (sx, sy, fw, fh) = setup
+    x1 = data.draw(st.integers(0, int(fw) - 2))
+    y1 = data.draw(st.integers(0, int(fh) - 2))
+    x2 = data.draw(st.integers(x1 + 1, int(fw)))
+    y2 = data.draw(st.integers(y1 + 1, int(fh)))
+    hbb = [x1 / sx, y1 / sy, x2 / sx, y2 / sy]
+    back = _round_trip(codec, {"hbb": hbb}, "obb", orig, resized, style)["quad"]
+    assert _cyclic_error(back, hbb_to_quad(hbb), 1 / sx, 1 / sy) <= 1 + 1e-9
+
+
+# ---------------------------------------------------------------- one vertex rule ----
+
+def test_every_public_function_returning_quads_uses_the_vertex_rule():
+    from cotrain.boxes import box_to_quad
+
+    rng = np.random.default_rng(7)
+    codec_abs, codec_norm = BoxCodec("abs"), BoxCodec("norm1000")
+    for _ in range(100):
+        q = rect_corners(*rng.uniform(40, 60, 2), *rng.uniform(5, 30, 2), rng.uniform(-180, 180))
+        bow_tie = [q[2 * i + k] for i in (0, 2, 1, 3) for k in (0, 1)]  # self-intersecting order
+        ints = [int(round(v)) for v in bow_tie]
+        text = "[" + ", ".join(map(str, ints)) + "] car"
+        hbb = [min(q[0::2]), min(q[1::2]), max(q[0::2]), max(q[1::2])]
+        outputs = [order_quad(bow_tie), hbb_to_quad(hbb), box_to_quad({"quad": bow_tie}),
+                   box_to_quad({"hbb": hbb}), obb_to_quad(quad_to_obb(bow_tie)),
+                   codec_abs.render({"quad": bow_tie}, (100, 100), (56, 56), "quad"),
+                   codec_norm.render({"quad": bow_tie}, (100, 100), (56, 56), "quad"),
+                   codec_abs.parse(text, "quad"), parse_detection_answer(text, "quad")[0][0],
+                   codec_abs.to_original(ints, "quad", (100, 100), (56, 56))["quad"],
+                   codec_norm.to_original(codec_norm.render({"quad": q}, (100, 100), (56, 56), "obb"), "obb",
+                                          (100, 100), (56, 56))["quad"]]
+        for out in outputs:
+            assert _is_screen_clockwise_from_top(out), out
+
+
+def test_convexity_helpers_against_shapely():
+    from cotrain.boxes import is_convex_quad, quad_area
+
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        q = [float(v) for v in rng.uniform(0, 100, 8)]
+        pts = list(zip(q[0::2], q[1::2]))
+        hull = MultiPoint(pts).convex_hull
+        if hull.area < 1:
+            continue
+        convex = len(hull.exterior.coords) - 1 == 4  # all 4 vertices on the hull
+        assert is_convex_quad(q) == convex
+        if convex:
+            assert quad_area(q) == pytest.approx(hull.area, rel=1e-9)

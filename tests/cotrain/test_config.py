@@ -182,3 +182,16 @@ def test_include_errors(tmp_path):
     (tmp_path / "w.yaml").write_text("include: {a: 1}\n")
     with pytest.raises(ConfigError, match="'include' must be a path"):
         load_config(tmp_path / "w.yaml")
+
+
+def test_budget_check_follows_the_too_long_policy():
+    from cotrain.config import check_budgets
+
+    over = ["data.max_pixels=200704", "data.max_length=200"]  # 256 visual tokens per image > 200
+    with pytest.raises(ConfigError, match="max_pixels=200704"):
+        check_budgets(load_config(raw=_raw(), overrides=over), 28)
+    # with downscale the image may shrink to min_pixels (4 tokens), which fits
+    check_budgets(load_config(raw=_raw(), overrides=over + ["data.too_long=downscale"]), 28)
+    with pytest.raises(ConfigError, match="min_pixels=200704"):
+        check_budgets(load_config(raw=_raw(), overrides=over + ["data.too_long=downscale",
+                                                                "data.min_pixels=200704"]), 28)

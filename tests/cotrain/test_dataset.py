@@ -201,3 +201,106 @@ def test_large_files_are_read_lazily_through_the_index(cls_dataset):
     ds = TrainingDataset([ld], _builder(data_cfg), data_cfg)
     reasons = Counter(r for i in range(len(ds)) for r, _, _ in ds[i]["skipped"])
     assert reasons == {"image_missing": 1, "image_corrupt": 2, "bad_record": 1}
+
+
+# ---------------------------------------------------------------- length rule ----
+
+import math  # noqa: E402
+import re  # noqa: E402
+
+from cotrain.errors import ConfigError  # noqa: E402
+
+
+def test_too_long_option_is_validated():
+    assert DataConfig().too_long == "skip"
+    with pytest.raises(ConfigError, match="data.too_long='truncate'.*skip.*downscale"):
+        DataConfig(too_long="truncate")
+
+
+@pytest.fixture()
+def long_grounding(tmp_path):
+    """A 2240x1120 image (80x40 factor units) whose ship box spans x 10%..50%, y 10%..50%; record
+    'far' has so much text that no image size can fit."""
+    Image.new("RGB", (2240, 1120), (30, 90, 140)).save(tmp_path / "big.png")
+    img = [{"path": "big.png", "modality": "rgb", "width": 2240, "height": 1120}]
+    recs = [{"id": "big", "task": "grounding", "images": img, "expression": "the ship",
+             "target": {"hbb": [224, 112, 1120, 560]}},
+            {"id": "far", "task": "grounding", "images": img, "expression": "the ship " * 80,
+             "target": {"hbb": [224, 112, 1120, 560]}}]
+    (tmp_path / "g.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return DatasetConfig(name="g", records=str(tmp_path / "g.jsonl"), image_root=str(tmp_path), box_format="hbb")
+
+
+def _half_up(v):
+    return int(math.floor(v + 0.5))
+
+
+def _length_cfg(**kw):
+    # max_pixels lets the whole 2240x1120 image through: 3200 visual tokens, far over 600.
+    return DataConfig(max_pixels=3200 * 28 * 28, max_length=600, on_bad_record="raise", **kw)
+
+
+def test_downscale_fits_and_rerenders_the_box(long_grounding):
+    cfg = _length_cfg(too_long="downscale")
+    builder = _builder(cfg)
+    ld = load_dataset(long_grounding)
+    big = ld.records[0]
+    assert builder.target_sizes(big, ld.cfg, 0, 0) == [(1120, 2240)]  # it would not fit as is
+    conv = builder.fitted_conversation(big, ld, 0, 0)
+    rh, rw = conv.images[0]["resized"]
+    assert (rh, rw) != (1120, 2240) and rh % 28 == 0 and rw % 28 == 0
+    assert abs(rw - 2 * rh) <= 28  # aspect kept up to one factor step
+    # The answer's box is the record's box scaled to the NEW size (hand rule: x * rw / 2240, half up).
+    answer = conv.messages[-1]["content"][-1]["text"]
+    assert [int(v) for v in re.findall(r"\d+", answer)] == [
+        _half_up(224 * rw / 2240), _half_up(112 * rh / 1120), _half_up(1120 * rw / 2240), _half_up(560 * rh / 1120)]
+    sample = builder.build(big, ld, 0, 0)
+    ids = sample["input_ids"].tolist()
+    visual = (rh // 28) * (rw // 28)
+    assert len(ids) <= 600
+    text_tokens = len(ids) - visual
+    assert visual >= 0.8 * (600 - text_tokens)  # shrunk to fit, not far below it
+    assert sample["image_grid_thw"].tolist() == [[1, rh // 14, rw // 14]]  # pixels decoded at that size
+    # Never truncated: one whole vision span, every image slot present, nothing cut after it.
+    enc = builder.encoder
+    start, end = ids.index(enc.vision_start_id), ids.index(enc.vision_end_id)
+    assert ids.count(enc.vision_start_id) == ids.count(enc.vision_end_id) == 1
+    assert ids[start + 1:end] == [enc.image_token_id] * visual and ids.count(enc.image_token_id) == visual
+    assert ids[-2:] == enc.tokenizer.encode("<|im_end|>\n", add_special_tokens=False)
+
+
+def test_skip_leaves_the_sample_whole_and_names_the_fix(long_grounding):
+    cfg = _length_cfg()
+    ld = load_dataset(long_grounding)
+    with pytest.raises(BadRecordError, match=r"'big'.*> data.max_length=600; .*too_long=downscale") as e:
+        _builder(cfg).build(ld.records[0], ld, 0, 0)
+    assert e.value.reason == "too_long"
+
+
+def test_unfittable_sample_is_a_counted_skip_under_downscale(long_grounding):
+    cfg = _length_cfg(too_long="downscale")
+    ld = load_dataset(long_grounding)
+    builder = _builder(cfg)
+    with pytest.raises(BadRecordError, match=r"'far'.*even with its images at min_pixels") as e:
+        builder.build(ld.records[1], ld, 0, 1)
+    assert e.value.reason == "too_long"
+    cfg.on_bad_record = "skip"
+    ds = TrainingDataset([ld], builder, cfg)
+    reasons = Counter(reason for i in range(len(ds)) for reason, _, _ in ds[i]["skipped"])
+    assert reasons == {"too_long": 1}
+    assert all(len(ds[i]["input_ids"]) <= 600 for i in range(len(ds)))
+
+
+def test_downscale_shrinks_every_image_of_a_multi_image_record(tmp_path):
+    for name, size in (("a.png", (1120, 1120)), ("b.png", (560, 1120))):
+        Image.new("RGB", size).save(tmp_path / name)
+    rec = {"id": "pair", "task": "vqa", "question": "Which image shows more water?", "answer": "the first",
+           "images": [{"path": "a.png", "modality": "rgb", "width": 1120, "height": 1120},
+                      {"path": "b.png", "modality": "ir", "width": 560, "height": 1120}]}
+    (tmp_path / "p.jsonl").write_text(json.dumps(rec) + "\n")
+    ld = load_dataset(DatasetConfig(name="p", records=str(tmp_path / "p.jsonl"), image_root=str(tmp_path)))
+    cfg = _length_cfg(too_long="downscale")
+    conv = _builder(cfg).fitted_conversation(ld.records[0], ld, 0, 0)
+    (ah, aw), (bh, bw) = (img["resized"] for img in conv.images)
+    assert ah < 1120 and bh < 1120 and abs(ah - aw) <= 28 and abs(bh - 2 * bw) <= 28
+    assert _builder(cfg).build(ld.records[0], ld, 0, 0)["input_ids"].numel() <= 600

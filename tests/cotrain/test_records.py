@@ -184,3 +184,51 @@ def test_extreme_aspect_ratio_is_rejected_at_validation():
         validate_record(rec, path="f.jsonl", line=3)
     rec["images"][0]["width"] = 4000  # exactly 200 is allowed, as in transformers
     validate_record(rec, path="f.jsonl", line=3)
+
+
+# ---------------------------------------------------------------- quad shape ----
+# Decision (records.py docstring): any vertex order of a CONVEX quad is accepted (order_quad turns a
+# bow-tie into the convex outline); a non-convex quad (an arrowhead) is rejected.
+
+@pytest.mark.parametrize("quad", [
+    [10, 10, 30, 30, 30, 10, 10, 30],   # bow-tie order of the square 10..30: crossing edges
+    [30, 30, 10, 10, 10, 30, 30, 10],   # another crossing order of the same square
+    [10, 10, 20, 10, 30, 10, 20, 30],   # triangle with a redundant vertex on its top edge
+])
+def test_convex_quads_in_any_vertex_order_are_accepted(quad):
+    validate_record(record("detection", objects=[{"label": "car", "quad": quad}], classes=["car"]))
+
+
+def test_self_intersecting_non_convex_quad_is_rejected(tmp_path):
+    # (20, 15) lies inside the triangle (10, 10), (30, 10), (20, 40): whatever the order, the
+    # outline is an arrowhead (area 300 - 50 = 250 against the hull's 300) or crosses itself.
+    arrow = [10, 10, 20, 40, 30, 10, 20, 15]
+    path = write_jsonl(tmp_path, [record("grounding", target={"quad": arrow})])
+    with pytest.raises(RecordError) as e:
+        read_records(path)
+    msg = str(e.value)
+    assert f"{path}:1:" in msg and "target.quad" in msg and "not convex" in msg and "Re-annotate" in msg
+
+
+# ---------------------------------------------------------------- encoding ----
+
+def test_non_utf8_bytes_name_file_line_and_byte(tmp_path):
+    good = json.dumps(record("vqa", id="a")).encode()
+    bad = json.dumps(record("vqa", id="b", answer="caf\u00e9")).encode().replace(b"caf\\u00e9", b"caf\xe9")
+    assert b"\xe9" in bad
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(good + b"\n" + bad + b"\n")
+    with pytest.raises(RecordError) as e:
+        read_records(path)
+    msg = str(e.value)
+    col = bad.index(b"\xe9")  # the byte offset within line 2, found independently of the reader
+    assert f"{path}:2: not UTF-8 at byte {col}" in msg, msg
+    assert "\\xe9" in msg and "iconv" in msg
+    assert e.value.line == 2
+
+
+def test_utf8_text_and_byte_order_mark_are_read(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    rec = record("vqa", id="a", answer="caf\u00e9 \u6e2f")
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\r\n")
+    assert read_records(path)[0]["answer"] == "caf\u00e9 \u6e2f"
