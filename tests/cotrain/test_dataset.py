@@ -304,3 +304,11 @@ def test_downscale_shrinks_every_image_of_a_multi_image_record(tmp_path):
     (ah, aw), (bh, bw) = (img["resized"] for img in conv.images)
     assert ah < 1120 and bh < 1120 and abs(ah - aw) <= 28 and abs(bh - 2 * bw) <= 28
     assert _builder(cfg).build(ld.records[0], ld, 0, 0)["input_ids"].numel() <= 600
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(RecordError, match=r"empty.jsonl.*dataset 'e' has no records"):
+        load_dataset(DatasetConfig(name="e", records=str(tmp_path / "empty.jsonl")))
+    with pytest.raises(RecordError, match=r"dataset 'e' has no records"):
+        load_dataset(DatasetConfig(name="e", records=str(tmp_path / "empty.jsonl")), lazy_above_mb=0)
