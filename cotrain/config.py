@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -65,8 +66,12 @@ class DatasetConfig:
     """How boxes are written in answers: hbb | obb | quad."""
     prompt_style: str = "plain"
     """Answer style for boxes: plain lines or a fenced JSON list."""
+    classes: list[str] | None = None
+    """Class list for prompts (default: the records' own lists, else the sorted labels seen)."""
 
     def __post_init__(self) -> None:
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(f"dataset {self.name!r}: max_samples={self.max_samples} must be >= 1 (or left out)")
         for key in ("min_pixels", "max_pixels"):
             v = getattr(self, key)
             if v is not None and v <= 0:
@@ -446,7 +451,7 @@ def _check_datasets(cfg: RunConfig, source: str) -> None:
             seen.add(key)
             if not ds.records:
                 raise ConfigError(f"{where} ({ds.name}): 'records' (path of a JSONL file) is required")
-            if ds.weight <= 0:
+            if not math.isfinite(ds.weight) or ds.weight <= 0:
                 raise ConfigError(f"{where} ({ds.name}): weight={ds.weight} must be > 0; remove the dataset "
                                   "to leave it out")
     if not cfg.data.datasets:

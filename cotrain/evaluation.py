@@ -27,7 +27,7 @@ from shapely.geometry import Polygon
 from tqdm.auto import tqdm
 
 from cotrain.boxes import order_quad
-from cotrain.data.dataset import LoadedDataset, SampleBuilder
+from cotrain.data.dataset import LoadedDataset, SampleBuilder, read_record
 from cotrain.errors import BadRecordError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,8 @@ def score(record: dict, conv: Any, response: str, builder: SampleBuilder, box_fo
         return normalise_answer(response) == normalise_answer(str(record["answer"])), {"answer": record["answer"]}
     if task == "mcq":
         idx = extract_choice(response, record["choices"])
-        return idx == record["answer"], {"extracted": idx, "answer": record["answer"]}
+        return idx == record["answer"], {"extracted": idx, "answer": record["answer"],
+                                         "n_choices": len(record["choices"])}
     if task == "grounding":
         img = conv.images[int(record["target"].get("image", 0))]
         orig = (int(img["width"]), int(img["height"]))
@@ -150,8 +151,9 @@ def generate_responses(model, processor, builder: SampleBuilder, ld: LoadedDatas
     """
     model.eval()
     items: list[tuple[dict, Any, dict]] = []
-    for i, rec in enumerate(ld.records[:max_samples]):
+    for i in range(min(max_samples, len(ld.records))):
         try:
+            rec = read_record(ld, i)  # a lazily read record that fails validation is a counted skip
             conv = builder.conversation(rec, ld, 0, i)
             sample = builder.encode(conv, ld, prompt=True)
         except BadRecordError as e:
@@ -193,7 +195,7 @@ def evaluate_datasets(model, processor, builder: SampleBuilder, datasets: list[L
 
 def summarise(ld: LoadedDataset, preds: list[Prediction], skips: Counter) -> dict:
     """Per-dataset numbers, with chance / majority baselines; per task when a dataset mixes tasks."""
-    tasks = sorted({p.task for p in preds}) or sorted({r["task"] for r in ld.records})
+    tasks = sorted({p.task for p in preds}) or [ld.cfg.task or "unknown"]
     per_task = {t: _summarise_task(ld, t, [p for p in preds if p.task == t]) for t in tasks}
     if len(per_task) == 1:
         out = next(iter(per_task.values()))
@@ -214,7 +216,7 @@ def _summarise_task(ld: LoadedDataset, task: str, preds: list[Prediction]) -> di
     if scored:
         out["accuracy"] = sum(p.correct for p in scored) / len(scored)
     if task == "classification":
-        classes = ld.classes or sorted({r["label"] for r in ld.records if r["task"] == task})
+        classes = ld.classes or sorted({p.details["label"] for p in preds})
         out["classes"] = len(classes)
         out["chance"] = 1.0 / len(classes)
     if task in ("classification", "vqa", "zoom_vqa") and preds:
@@ -223,8 +225,7 @@ def _summarise_task(ld: LoadedDataset, task: str, preds: list[Prediction]) -> di
         answers = Counter(normalise_answer(str(p.details[key])) for p in preds)
         out["majority_baseline"] = answers.most_common(1)[0][1] / len(preds)
     if task == "mcq" and preds:
-        by_id = {str(r["id"]): r for r in ld.records}
-        out["chance"] = sum(1.0 / len(by_id[p.record_id]["choices"]) for p in preds) / len(preds)
+        out["chance"] = sum(1.0 / p.details["n_choices"] for p in preds) / len(preds)
         out["instruction_following"] = sum(1 for p in preds if p.details.get("extracted") is not None) / len(preds)
     if task == "grounding" and preds:
         out["mean_iou"] = sum(p.details.get("iou", 0.0) for p in preds) / len(preds)

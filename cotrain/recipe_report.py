@@ -19,8 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from cotrain.config import RunConfig
-from cotrain.data.dataset import LoadedDataset, SampleBuilder
-from cotrain.errors import BadRecordError
+from cotrain.data.dataset import LoadedDataset, SampleBuilder, read_record
+from cotrain.errors import BadRecordError, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,26 @@ def _tokenizer_side(cfg: RunConfig):
     return ChatEncoder(processor, family), family
 
 
+HEADER_CHECK_LIMIT = 10_000
+"""Records whose image headers are checked in a lazily read (large) dataset; small ones are checked whole."""
+
+
+def _checked_records(ld: LoadedDataset, problems: Counter):
+    """The records to check: all of an in-memory dataset, the first HEADER_CHECK_LIMIT of a lazy one.
+    A lazily read record that fails validation is counted as ``bad_record`` (training skips it too)."""
+    n = len(ld.records) if isinstance(ld.records, list) else min(len(ld.records), HEADER_CHECK_LIMIT)
+    for i in range(n):
+        try:
+            yield ld.records[i]
+        except RecordError:
+            problems["bad_record"] += 1
+
+
 def check_image_headers(ld: LoadedDataset) -> Counter:
     """Open every image of every record far enough to read its size; count missing, unreadable, mismatched."""
     problems: Counter = Counter()
     seen: set[str] = set()
-    for rec in ld.records:
+    for rec in _checked_records(ld, problems):
         for img in rec["images"]:
             path = Path(ld.cfg.image_root) / img["path"]
             if str(path) in seen:
@@ -98,25 +113,26 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
     out = []
     for ld in tqdm(train_sets, desc="inspect", unit=" dataset"):
         tokens, over = [], 0
-        for i, rec in enumerate(ld.records[:sample_per_dataset]):
+        for i in range(min(sample_per_dataset, len(ld.records))):
             try:
+                rec = read_record(ld, i)
                 # the conversation training would build: downscaled to fit when data.too_long=downscale
                 conv = builder.fitted_conversation(rec, ld, 0, i)
                 n = encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
             except BadRecordError as e:
-                log.warning("record %s of %s: %s", rec.get("id"), ld.cfg.name, e)
+                log.warning("record %s of %s: %s", e.record_id, ld.cfg.name, e)
                 continue
             tokens.append(n)
             over += n > cfg.data.max_length
         mean_tokens = sum(tokens) / len(tokens) if tokens else 0.0
-        tasks = Counter(r["task"] for r in ld.records)
+        tasks = Counter(r["task"] for r in _checked_records(ld, Counter()))
         bad = dict(check_image_headers(ld)) if check_images else {}
         samples = int(realised[ld.cfg.name]["samples"])
         out.append(DatasetMix(
             name=ld.cfg.name, task=tasks.most_common(1)[0][0] if len(tasks) == 1 else "mixed",
             records=len(ld.records), weight=ld.cfg.weight, samples=samples,
             share=float(realised[ld.cfg.name]["share"]),
-            images=sum(len(r["images"]) for r in ld.records), mean_tokens=mean_tokens,
+            images=sum(len(r["images"]) for r in _checked_records(ld, Counter())), mean_tokens=mean_tokens,
             tokens=samples * mean_tokens, over_length=over, bad_images=bad))
     return out
 

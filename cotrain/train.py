@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -62,6 +63,11 @@ def prepare_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDatase
     train = [load_dataset(ds, **dist) for ds in cfg.data.datasets]
     evals = [load_dataset(ds, **dist) for ds in cfg.data.eval_datasets]
     share_class_lists(train, evals)
+    for ld in train:
+        whole, frac = divmod(ld.cfg.weight, 1.0)
+        if int(whole) == 0 and round(frac * len(ld.records)) == 0:
+            raise ConfigError(f"data.datasets {ld.cfg.name!r}: weight {ld.cfg.weight} x {len(ld.records)} records "
+                              "rounds to 0 samples per epoch; raise its weight or drop the dataset")
     return train, evals
 
 
@@ -160,6 +166,13 @@ def _trainer_class():
             self._task_tokens: Counter = Counter()
             self.task_loss_history: list[dict] = []
 
+        def num_examples(self, dataloader) -> int:
+            # samples per epoch are the weighted mixture's, not the number of records
+            sampler = getattr(self.train_dataset, "sampler", None)
+            if sampler is not None and dataloader is not None and dataloader.dataset is self.train_dataset:
+                return len(sampler)
+            return super().num_examples(dataloader)
+
         def _get_train_sampler(self, train_dataset=None):
             # the weighted, seeded, resumable mixture (cotrain.data.mixture); HF calls its set_epoch.
             # Under torchrun accelerate shards its global order by batches across ranks.
@@ -217,7 +230,8 @@ def _epoch_callback(dataset: TrainingDataset):
         """Tell the dataset which epoch starts: fresh fractional draws, templates and resizes."""
 
         def on_epoch_begin(self, args, state, control, **kwargs):
-            dataset.set_epoch(int(round(state.epoch or 0)))
+            # floor, not round: a mid-epoch checkpoint resumes with a fractional state.epoch (0.6 -> 0)
+            dataset.set_epoch(math.floor((state.epoch or 0) + 1e-9))
 
     return EpochCallback()
 
@@ -254,7 +268,7 @@ def run_training(cfg: RunConfig) -> dict:
     t0 = time.time()
     train_sets, eval_sets = prepare_data(cfg)
     for ld in train_sets:
-        log.info("dataset %-16s task=%-14s records=%d weight=%.2f", ld.cfg.name, ld.records[0]["task"],
+        log.info("dataset %-16s task=%-14s records=%d weight=%.2f", ld.cfg.name, ld.cfg.task or "(per record)",
                  len(ld.records), ld.cfg.weight)
 
     torch.manual_seed(cfg.train.seed)
@@ -344,7 +358,9 @@ def run_training(cfg: RunConfig) -> dict:
 
     from cotrain.report import write_report
 
-    records_by_id = {(ld.cfg.name, str(r["id"])): r for ld in eval_sets for r in ld.records}
+    wanted = {(p.dataset, p.record_id) for p in predictions}  # only what the report draws: no full pass
+    records_by_id = {(ld.cfg.name, str(r["id"])): r for ld in eval_sets
+                     for r in ld.records[:cfg.eval.max_samples] if (ld.cfg.name, str(r["id"])) in wanted}
     write_report(out_dir, summary=summary, metrics=metrics, log_history=history, predictions=predictions,
                  records_by_id=records_by_id, image_roots={ld.cfg.name: ld.cfg.image_root for ld in eval_sets},
                  n_visualise=cfg.eval.n_visualise)

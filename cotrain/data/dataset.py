@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cotrain.boxes import BoxCodec
 from cotrain.config import DataConfig, DatasetConfig
-from cotrain.errors import BadRecordError, RecordError
+from cotrain.errors import BadRecordError, ConfigError, RecordError
 from cotrain.records import read_records
 from cotrain.resolution import ImageSizeError, random_resize, smart_resize
 from cotrain.seeding import stable_seed
@@ -96,13 +96,21 @@ def load_dataset(ds: DatasetConfig, *, lazy_above_mb: float = 256.0, rank: int =
             except RecordError as e:  # counted when training reaches it; only the class list is sampled here
                 log.warning("dataset %s: %s", ds.name, e)
         _check_task(ds, head)
+        needs = [r for r in head if r["task"] in ("classification", "detection")]
+        if ds.classes is None and needs and not all(r.get("classes") for r in needs):
+            # labels first seen after the sampled head would all become skips: refuse instead of guessing
+            raise ConfigError(f"dataset {ds.name!r} is read lazily ({ds.records} > {lazy_above_mb:g} MB) and its "
+                              "records carry no 'classes' list; give the class list with 'classes: [...]' in the "
+                              "recipe's dataset entry")
+        classes = ds.classes if ds.classes is not None else dataset_classes(head)
         log.info("dataset %s: %d records through a memory-mapped index (%s)", ds.name, len(index), index.index_path)
-        return LoadedDataset(ds, LazyRecords(index, ds.max_samples), dataset_classes(head))
+        return LoadedDataset(ds, LazyRecords(index, ds.max_samples), classes)
     records = read_records(ds.records)
     _check_task(ds, records)
     if not records:
         raise RecordError(f"dataset {ds.name!r} has no records", path=ds.records)
-    classes = dataset_classes(records)  # from all records: max_samples must not shrink the class list
+    # from all records: max_samples must not shrink the class list
+    classes = ds.classes if ds.classes is not None else dataset_classes(records)
     if ds.max_samples is not None:
         records = records[: ds.max_samples]
     return LoadedDataset(ds, records, classes)
@@ -339,6 +347,7 @@ class TrainingDataset:
         self.datasets = datasets
         self.builder = builder
         self.data_cfg = data_cfg
+        self.epoch = int(epoch)
         self.sampler = MixtureSampler([len(ld.records) for ld in datasets], [ld.cfg.weight for ld in datasets],
                                       [ld.cfg.name for ld in datasets], seed=data_cfg.seed, batch_size=batch_size,
                                       num_replicas=num_replicas, rank=rank)
@@ -347,8 +356,15 @@ class TrainingDataset:
             raise RecordError("the weighted mixture is empty; check dataset weights")
 
     def set_epoch(self, epoch: int) -> None:
-        """Epoch of the template / random-resize seeds (the sampler gets its own set_epoch)."""
+        """Epoch of the template / random-resize seeds and of the sampler's order.
+
+        Both must move together: accelerate's resume path (``skip_first_batches``) wraps the
+        sampler so that its own ``set_epoch`` call does not reach it, and falls back to the
+        dataset's.
+        """
         self.epoch = int(epoch)
+        if self.sampler.epoch != self.epoch:
+            self.sampler.set_epoch(self.epoch)
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
@@ -366,7 +382,7 @@ class TrainingDataset:
         for k in range(min(n, 64)):
             rec: dict = {}
             try:
-                rec = _read_record(ld, (r + k) % n)
+                rec = read_record(ld, (r + k) % n)
                 # seeds of index i, so a replacement is not a copy of another index's sample
                 sample = self.builder.build(rec, ld, self.epoch, int(i))
             except BadRecordError as e:
@@ -382,7 +398,7 @@ class TrainingDataset:
                              "see the log for reasons", reason="too_many_bad")
 
 
-def _read_record(ld: LoadedDataset, r: int) -> dict:
+def read_record(ld: LoadedDataset, r: int) -> dict:
     """Record ``r``; a lazily read record that fails validation becomes a BadRecordError (a counted skip)."""
     try:
         return ld.records[r]

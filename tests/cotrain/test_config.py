@@ -69,6 +69,10 @@ def test_unknown_dataset_key_names_the_dataset_field(tmp_path):
 @pytest.mark.parametrize("bad, pattern", [
     ({"weight": 0}, "weight=0.0 must be > 0"),
     ({"weight": -1}, "must be > 0"),
+    ({"weight": float("nan")}, "must be > 0"),
+    ({"weight": float("inf")}, "must be > 0"),
+    ({"max_samples": 0}, "max_samples=0 must be >= 1"),
+    ({"max_samples": -5}, "max_samples=-5 must be >= 1"),
     ({"box_format": "rbox"}, "use hbb, obb or quad"),
     ({"prompt_style": "xml"}, "use plain or json"),
     ({"random_resize": 2}, "probability"),

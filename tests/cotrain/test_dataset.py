@@ -8,7 +8,7 @@ import pytest
 from cotrain.config import DataConfig, DatasetConfig
 from cotrain.data.dataset import LoadedDataset, SampleBuilder, TrainingDataset, expand_weights, load_dataset
 from cotrain.data.encoder import ChatEncoder
-from cotrain.errors import BadRecordError, RecordError
+from cotrain.errors import BadRecordError, ConfigError, RecordError
 from cotrain.model.families import get_family
 from cotrain.model.processor import build_offline_processor
 from PIL import Image
@@ -126,6 +126,13 @@ def test_set_epoch_redraws_fractions_and_reseeds(cls_dataset):
     assert ds.pairs == first  # a pure function of (seed, epoch)
     drawn = {tuple(expand_weights([ld], seed=0, epoch=e)) for e in range(8)}
     assert len(drawn) > 1  # a fresh subset across epochs
+    # the dataset's epoch reaches its sampler (accelerate's resume path relies on it)
+    seen = set()
+    for e in range(8):
+        ds.set_epoch(e)
+        assert ds.sampler.epoch == e
+        seen.add(tuple(sorted(ds.pairs)))
+    assert len(seen) > 1
 
 
 def test_high_bit_depth_images_are_stretched_not_clipped(tmp_path):
@@ -191,7 +198,12 @@ def test_large_files_are_read_lazily_through_the_index(cls_dataset):
     bad["id"] = "broken"
     del bad["label"]
     path.write_text(path.read_text() + json.dumps(bad) + "\n")
+    # lazily read classification records without a 'classes' list need the class list in the recipe
+    with pytest.raises(ConfigError, match=r"read lazily.*'classes: \[\.\.\.\]'"):
+        load_dataset(cls_dataset, lazy_above_mb=0)
+    cls_dataset.classes = ["forest", "water"]
     ld = load_dataset(cls_dataset, lazy_above_mb=0)  # force the memory-mapped path
+    assert ld.classes == ["forest", "water"]
     assert isinstance(ld.records, LazyRecords) and len(ld.records) == 7
     assert Path(str(path) + ".cotrain-index.npy").is_file()
     assert ld.records[0]["id"] == "r0" and [r["id"] for r in ld.records[1:3]] == ["r1", "r2"]

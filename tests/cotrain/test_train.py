@@ -131,3 +131,14 @@ def test_per_task_loss_equals_the_logged_loss_for_one_task(data_root, tmp_path):
     # HF logs the token-mean loss it optimised; ours is recomputed from the logits, by task
     for h in steps:
         assert h["loss/grounding"] == pytest.approx(h["loss"], rel=1e-3)
+
+
+def test_dataset_rounding_to_no_samples_is_refused_before_model_load(data_root, tmp_path):
+    from cotrain.errors import ConfigError
+    from cotrain.train import run_training
+
+    raw = _recipe(data_root, tmp_path / "zero")
+    raw["data"]["datasets"][0]["weight"] = 0.01  # 8 records x 0.01 -> 0 samples per epoch
+    with pytest.raises(ConfigError, match="rounds to 0 samples per epoch"):
+        run_training(load_config(raw=raw))
+    assert not (tmp_path / "zero" / "final").exists()
