@@ -14,7 +14,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a clone without installing
 
-from cotrain.errors import CotrainError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,16 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-duplicates", action="store_true", help="keep repeated captions of an image")
     p.add_argument("--on-bad", choices=("skip", "raise"), default="skip", help="bad entries: count and skip, or stop")
     args = p.parse_args(argv)
-    try:
-        from cotrain.converters.captions import convert_captions
+    from cotrain.converters import run_converter
+    from cotrain.converters.captions import convert_captions
 
-        report = convert_captions(args.json, args.out, image_root=args.image_root, split=args.split,
-                                  modality=args.modality, dedupe=not args.keep_duplicates, on_bad=args.on_bad)
-    except CotrainError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+    return run_converter(convert_captions, args.json, args.out, image_root=args.image_root, split=args.split,
+                         modality=args.modality, dedupe=not args.keep_duplicates, on_bad=args.on_bad)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cotrain.converters import run_converter  # noqa: E402
 from cotrain.converters.dota import convert_dota  # noqa: E402
-from cotrain.errors import CotrainError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,16 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-empty", action="store_true", help="do not write records for patches without objects")
     ap.add_argument("--on-bad", choices=("skip", "raise"), default="skip", help="count bad inputs or stop")
     args = ap.parse_args(argv)
-    try:
-        report = convert_dota(args.labels, args.images, args.out, image_root=args.image_root, version=args.version,
-                              split=args.split, split_patches=args.split_patches, patch_dir=args.patch_dir,
-                              patch=args.patch, gap=args.gap, iof_thr=args.iof_thr, keep_empty=not args.drop_empty,
-                              on_bad=args.on_bad)
-    except CotrainError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0 if report.written else 1
+    return run_converter(convert_dota, args.labels, args.images, args.out, image_root=args.image_root,
+                         version=args.version, split=args.split, split_patches=args.split_patches,
+                         patch_dir=args.patch_dir, patch=args.patch, gap=args.gap, iof_thr=args.iof_thr,
+                         keep_empty=not args.drop_empty, on_bad=args.on_bad)
 
 
 if __name__ == "__main__":

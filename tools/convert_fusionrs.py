@@ -16,7 +16,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a clone without installing
 
-from cotrain.errors import CotrainError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,16 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default="rgb,ir,dual", help="record kinds to write (comma list of rgb, ir, dual)")
     p.add_argument("--on-bad", choices=("skip", "raise"), default="skip", help="bad entries: count and skip, or stop")
     args = p.parse_args(argv)
-    try:
-        from cotrain.converters.fusion import convert_fusionrs
+    from cotrain.converters import run_converter
+    from cotrain.converters.fusion import convert_fusionrs
 
-        report = convert_fusionrs(args.src, args.out, image_root=args.image_root, split=args.split,
-                                  kinds=[k.strip() for k in args.kinds.split(",") if k.strip()], on_bad=args.on_bad)
-    except CotrainError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+    return run_converter(convert_fusionrs, args.src, args.out, image_root=args.image_root, split=args.split,
+                         kinds=[k.strip()
+                         for k in args.kinds.split(",") if k.strip()], on_bad=args.on_bad)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a clone without installing
 
-from cotrain.errors import CotrainError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,16 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modality", default="rgb", help="image modality (rgb, ir, sar, ms)")
     p.add_argument("--on-bad", choices=("skip", "raise"), default="skip", help="bad entries: count and skip, or stop")
     args = p.parse_args(argv)
-    try:
-        from cotrain.converters.llava import convert_llava
+    from cotrain.converters import run_converter
+    from cotrain.converters.llava import convert_llava
 
-        report = convert_llava(args.json, args.out, image_root=args.image_root, split=args.split,
-                               box_convention=args.box_convention, modality=args.modality, on_bad=args.on_bad)
-    except CotrainError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+    return run_converter(convert_llava, args.json, args.out, image_root=args.image_root, split=args.split,
+                         box_convention=args.box_convention, modality=args.modality, on_bad=args.on_bad)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cotrain.converters import run_converter  # noqa: E402
 from cotrain.converters.rsvg import convert_rsvg  # noqa: E402
-from cotrain.errors import CotrainError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,14 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", help="optional split file of object indices (train.txt / val.txt / test.txt)")
     ap.add_argument("--on-bad", choices=("skip", "raise"), default="skip", help="count bad inputs or stop")
     args = ap.parse_args(argv)
-    try:
-        report = convert_rsvg(args.annotations, args.images, args.out, image_root=args.image_root,
-                              split=args.split, on_bad=args.on_bad)
-    except CotrainError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0 if report.written else 1
+    return run_converter(convert_rsvg, args.annotations, args.images, args.out, image_root=args.image_root,
+                         split=args.split, on_bad=args.on_bad)
 
 
 if __name__ == "__main__":

@@ -276,3 +276,17 @@ CONVERTERS: dict[str, Callable[..., ConvertReport]] = {
     "fusionrs": convert_fusionrs,
     "llava": convert_llava,
 }
+
+
+def run_converter(convert, *args, **kwargs) -> int:
+    """Run one converter for a CLI and print its report; the exit code is 0 when records were
+    written, 1 when none were, 2 with the error message on bad input."""
+    import sys
+
+    try:
+        report = convert(*args, **kwargs)
+    except CotrainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.written else 1
