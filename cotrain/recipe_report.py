@@ -117,8 +117,7 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
             try:
                 rec = read_record(ld, i)
                 # the conversation training would build: downscaled to fit when data.too_long=downscale
-                conv = builder.fitted_conversation(rec, ld, 0, i)
-                n = encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
+                _, n = builder.fitted_conversation(rec, ld, 0, i)
             except BadRecordError as e:
                 log.warning("record %s of %s: %s", e.record_id, ld.cfg.name, e)
                 continue

@@ -6,8 +6,7 @@ token ids and labels (chat encoder). A sample that cannot be built (missing or c
 too many tokens) raises ``BadRecordError`` with a stable reason key; ``TrainingDataset`` turns
 that into a counted, logged skip (``on_bad_record: skip``) or re-raises (``raise``).
 
-Must not decide the mixture beyond the simple per-epoch weight expansion in
-``expand_weights``; must not load a model.
+Must not decide the mixture (``cotrain.data.mixture.MixtureSampler`` does); must not load a model.
 """
 
 from __future__ import annotations
@@ -126,24 +125,6 @@ def _check_task(ds: DatasetConfig, records) -> None:
                 "drop 'task' from the dataset entry", path=ds.records, record_id=rec.get("id"), field="task")
 
 
-def expand_weights(datasets: list[LoadedDataset], seed: int, epoch: int = 0) -> list[tuple[int, int]]:
-    """(dataset index, record index) pairs: each record floor(w) times plus a fresh random frac(w) share.
-
-    The fractional draw is without replacement and depends only on (seed, epoch, dataset name).
-    """
-    pairs: list[tuple[int, int]] = []
-    for d, ld in enumerate(datasets):
-        n = len(ld.records)
-        whole, frac = divmod(ld.cfg.weight, 1.0)
-        for _ in range(int(whole)):
-            pairs.extend((d, i) for i in range(n))
-        extra = int(round(frac * n))
-        if extra:
-            rng = np.random.default_rng(stable_seed(seed, epoch, ld.cfg.name, "weight"))
-            pairs.extend((d, int(i)) for i in sorted(rng.choice(n, size=extra, replace=False)))
-    return pairs
-
-
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 """PIL modes of 16-bit / 32-bit / float images (common for IR and SAR) that need a stretch, not a clip."""
 
@@ -259,14 +240,15 @@ class SampleBuilder:
         """Encoded training sample (or generation prompt) of ``record``."""
         if prompt:
             return self.encode(self.conversation(record, ld, epoch, index), ld, prompt=True)
-        return self.encode(self.fitted_conversation(record, ld, epoch, index), ld)
+        conv, n_tokens = self.fitted_conversation(record, ld, epoch, index)
+        return self.encode(conv, ld, n_tokens=n_tokens)
 
     def _length(self, conv: Any) -> int:
         return self.encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
 
     def fitted_conversation(self, record: dict, ld: LoadedDataset, epoch: int, index: int,
-                            max_rounds: int = 60):
-        """The training conversation, its images downscaled until it fits ``data.max_length``.
+                            max_rounds: int = 60) -> tuple[Any, int]:
+        """(The training conversation, its exact token count), images downscaled to fit ``data.max_length``.
 
         Only with ``data.too_long: downscale``; with ``skip`` (or when nothing can shrink) the
         conversation is returned as built and ``encode`` skips it with reason ``too_long``. Each
@@ -280,7 +262,7 @@ class SampleBuilder:
         limit = self.data_cfg.max_length
         n = self._length(conv)
         if n <= limit or self.data_cfg.too_long != "downscale" or not conv.images:
-            return conv
+            return conv, n
         f2 = self.family.factor ** 2
         smallest = self.target_sizes(record, ld.cfg, epoch, index, shrink=0.0)  # every cap at min_pixels
         shrink = 1.0
@@ -301,18 +283,21 @@ class SampleBuilder:
             if n <= limit:
                 log.debug("record %r of %r downscaled to %s to fit max_length=%d", conv.meta.get("id"),
                           ld.cfg.name, [img["resized"] for img in conv.images], limit)
-                return conv
-        return conv
+                return conv, n
+        return conv, n
 
-    def encode(self, conv: Any, ld: LoadedDataset, *, prompt: bool = False) -> dict:
-        """Encode a built conversation; the length check runs on recorded sizes, before any decode."""
+    def encode(self, conv: Any, ld: LoadedDataset, *, prompt: bool = False, n_tokens: int | None = None) -> dict:
+        """Encode a built conversation; the length check runs on recorded sizes, before any decode.
+
+        ``n_tokens``: the conversation's token count when the caller already has it (``build``).
+        """
         rid = conv.meta.get("id")
         if prompt:
             conv = prompt_only(conv)
         else:
             # Never truncated: a sample that does not fit is skipped whole (fitted_conversation has
             # already downscaled it as far as data.too_long allows).
-            n = self._length(conv)
+            n = self._length(conv) if n_tokens is None else n_tokens
             if n > self.data_cfg.max_length:
                 if self.data_cfg.too_long == "downscale":
                     fix = " even with its images at min_pixels; raise data.max_length or lower min_pixels"

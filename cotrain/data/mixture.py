@@ -11,9 +11,8 @@ given (dataset ``d``'s record ``r`` is ``offsets[d] + r``); ``locate`` turns one
 
 Purity. Everything is a function of explicit inputs, never of global RNG state or ``hash()``:
 
-- dataset ``name``'s fractional draw: of (seed, epoch, name). It is the same draw as
-  ``cotrain.data.dataset.expand_weights`` makes, and it does not change when another dataset's
-  weight changes or when the datasets are listed in another order;
+- dataset ``name``'s fractional draw: of (seed, epoch, name). It does not change when another
+  dataset's weight changes or when the datasets are listed in another order;
 - the epoch order: of (seed, epoch). The expanded list is built in dataset-NAME order before the
   shuffle, so listing the datasets differently yields the same (name, record) sequence;
 - rank ``k``'s shard: of (seed, epoch, k, num_replicas): items ``k, k + W, k + 2W, ...`` of the

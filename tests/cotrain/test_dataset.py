@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 
 from cotrain.config import DataConfig, DatasetConfig
-from cotrain.data.dataset import LoadedDataset, SampleBuilder, TrainingDataset, expand_weights, load_dataset
+from cotrain.data.dataset import LoadedDataset, SampleBuilder, TrainingDataset, load_dataset
+from cotrain.data.mixture import MixtureSampler
 from cotrain.data.encoder import ChatEncoder
 from cotrain.errors import BadRecordError, ConfigError, RecordError
 from cotrain.model.families import get_family
@@ -14,13 +15,20 @@ from cotrain.model.processor import build_offline_processor
 from PIL import Image
 
 
+def _pairs(lds, seed, epoch=0):
+    """(dataset index, record index) of one epoch of the mixture, in visiting order."""
+    s = MixtureSampler([len(ld.records) for ld in lds], [ld.cfg.weight for ld in lds], [ld.cfg.name for ld in lds],
+                       seed=seed)
+    return [s.locate(int(i)) for i in s.rank_indices(epoch)]
+
+
 def _ld(name, n, weight):
     recs = [{"id": f"{name}{i}", "task": "classification", "label": "a"} for i in range(n)]
     return LoadedDataset(DatasetConfig(name=name, records="x", weight=weight), recs)
 
 
-def test_expand_weights_semantics():
-    pairs = expand_weights([_ld("two", 10, 2.0), _ld("half", 10, 0.5), _ld("one_half", 10, 1.5)], seed=0)
+def test_weight_semantics():
+    pairs = _pairs([_ld("two", 10, 2.0), _ld("half", 10, 0.5), _ld("one_half", 10, 1.5)], seed=0)
     c = Counter(pairs)
     assert all(c[(0, i)] == 2 for i in range(10))
     half = [i for (d, i) in pairs if d == 1]
@@ -29,11 +37,11 @@ def test_expand_weights_semantics():
     assert sum(one_half.values()) == 15 and set(one_half.values()) <= {1, 2}
 
 
-def test_expand_weights_is_a_function_of_seed_and_epoch():
+def test_weights_are_a_function_of_seed_and_epoch():
     ds = [_ld("half", 40, 0.5)]
-    assert expand_weights(ds, seed=1, epoch=0) == expand_weights(ds, seed=1, epoch=0)
-    assert expand_weights(ds, seed=1, epoch=0) != expand_weights(ds, seed=1, epoch=1)
-    assert expand_weights(ds, seed=1, epoch=0) != expand_weights(ds, seed=2, epoch=0)
+    assert _pairs(ds, seed=1, epoch=0) == _pairs(ds, seed=1, epoch=0)
+    assert sorted(_pairs(ds, seed=1, epoch=0)) != sorted(_pairs(ds, seed=1, epoch=1))
+    assert sorted(_pairs(ds, seed=1, epoch=0)) != sorted(_pairs(ds, seed=2, epoch=0))
 
 
 @pytest.fixture()
@@ -124,7 +132,7 @@ def test_set_epoch_redraws_fractions_and_reseeds(cls_dataset):
     assert len(ds.pairs) == len(first) == 3
     ds.set_epoch(0)
     assert ds.pairs == first  # a pure function of (seed, epoch)
-    drawn = {tuple(expand_weights([ld], seed=0, epoch=e)) for e in range(8)}
+    drawn = {tuple(sorted(_pairs([ld], seed=0, epoch=e))) for e in range(8)}
     assert len(drawn) > 1  # a fresh subset across epochs
     # the dataset's epoch reaches its sampler (accelerate's resume path relies on it)
     seen = set()
@@ -258,7 +266,7 @@ def test_downscale_fits_and_rerenders_the_box(long_grounding):
     ld = load_dataset(long_grounding)
     big = ld.records[0]
     assert builder.target_sizes(big, ld.cfg, 0, 0) == [(1120, 2240)]  # it would not fit as is
-    conv = builder.fitted_conversation(big, ld, 0, 0)
+    conv, n_tokens = builder.fitted_conversation(big, ld, 0, 0)
     rh, rw = conv.images[0]["resized"]
     assert (rh, rw) != (1120, 2240) and rh % 28 == 0 and rw % 28 == 0
     assert abs(rw - 2 * rh) <= 28  # aspect kept up to one factor step
@@ -269,7 +277,7 @@ def test_downscale_fits_and_rerenders_the_box(long_grounding):
     sample = builder.build(big, ld, 0, 0)
     ids = sample["input_ids"].tolist()
     visual = (rh // 28) * (rw // 28)
-    assert len(ids) <= 600
+    assert len(ids) <= 600 and n_tokens == len(ids)  # the count build() reuses is the real one
     text_tokens = len(ids) - visual
     assert visual >= 0.8 * (600 - text_tokens)  # shrunk to fit, not far below it
     assert sample["image_grid_thw"].tolist() == [[1, rh // 14, rw // 14]]  # pixels decoded at that size
@@ -312,7 +320,7 @@ def test_downscale_shrinks_every_image_of_a_multi_image_record(tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps(rec) + "\n")
     ld = load_dataset(DatasetConfig(name="p", records=str(tmp_path / "p.jsonl"), image_root=str(tmp_path)))
     cfg = _length_cfg(too_long="downscale")
-    conv = _builder(cfg).fitted_conversation(ld.records[0], ld, 0, 0)
+    conv, _ = _builder(cfg).fitted_conversation(ld.records[0], ld, 0, 0)
     (ah, aw), (bh, bw) = (img["resized"] for img in conv.images)
     assert ah < 1120 and bh < 1120 and abs(ah - aw) <= 28 and abs(bh - 2 * bw) <= 28
     assert _builder(cfg).build(ld.records[0], ld, 0, 0)["input_ids"].numel() <= 600

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
-from cotrain.config import DatasetConfig
-from cotrain.data.dataset import LoadedDataset, expand_weights
 from cotrain.data.mixture import MixtureSampler, ResumableLoader
 from cotrain.errors import ConfigError
 
@@ -72,16 +70,6 @@ def test_epoch_sequence_does_not_depend_on_dataset_listing_order():
     ab = MixtureSampler([12, 9], [1.5, 0.7], ["a", "b"], seed=11)
     ba = MixtureSampler([9, 12], [0.7, 1.5], ["b", "a"], seed=11)
     assert _named(ab, ab) == _named(ba, ba)
-
-
-def test_fractional_draw_matches_the_foundation_expand_weights():
-    lds = [LoadedDataset(DatasetConfig(name=n, records="x", weight=w), [{}] * k)
-           for n, k, w in (("a", 40, 0.35), ("b", 25, 1.6))]
-    for epoch in (0, 2):
-        pairs = expand_weights(lds, seed=9, epoch=epoch)
-        s = MixtureSampler([40, 25], [0.35, 1.6], ["a", "b"], seed=9)
-        s.set_epoch(epoch)
-        assert Counter(_named(s, s)) == Counter((lds[d].cfg.name, r) for d, r in pairs)
 
 
 def test_realised_mix_counts_and_shares():
