@@ -113,6 +113,8 @@ class DataConfig:
     """What a bad image/sample does at train time: skip (counted, logged) or raise."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    packing: bool = False
+    """Pack several samples into each sequence of at most max_length tokens (attention never crosses samples); train.batch_size then counts packs."""
 
     def __post_init__(self) -> None:
         if self.on_bad_record not in ("skip", "raise"):
@@ -142,6 +144,34 @@ class TinyModelConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters on the language model and optionally the vision tower (peft)."""
+
+    enabled: bool = False
+    """Train LoRA adapters instead of the full weights of the adapted parts."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Scaling numerator (effective scale alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    language: bool = True
+    """Adapt the language model's attention and MLP projections."""
+    vision: bool = False
+    """Also adapt the vision tower's attention and MLP projections."""
+    merge_on_save: bool = True
+    """The final model is saved with adapters merged into the base weights (adapters also saved apart)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.lora: need r >= 1, alpha > 0, 0 <= dropout < 1 (got r={self.r}, "
+                              f"alpha={self.alpha}, dropout={self.dropout})")
+        if self.enabled and not (self.language or self.vision):
+            raise ConfigError("model.lora.enabled with lora.language=false and lora.vision=false adapts nothing; "
+                              "enable one of them")
+
+
+@dataclass
 class ModelConfig:
     """Which model to train and how to run it."""
 
@@ -153,6 +183,16 @@ class ModelConfig:
     """flash_attention_2 | sdpa | eager | auto."""
     dtype: str = "float32"
     """float32 | bfloat16 | auto."""
+    liger: bool = False
+    """Apply Liger kernels (fused RMSNorm, SwiGLU, RoPE, linear cross-entropy) to the model family; needs liger-kernel and a CUDA GPU."""
+    train_vision: bool = True
+    """Train the vision tower (ViT blocks); false freezes it."""
+    train_merger: bool = True
+    """Train the vision-language merger (patch merger MLP); false freezes it."""
+    train_language: bool = True
+    """Train the language model (decoder, embeddings, lm_head); false freezes it."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters via peft (off unless lora.enabled)."""
 
     def __post_init__(self) -> None:
         if self.attn_implementation not in ("flash_attention_2", "sdpa", "eager", "auto"):
@@ -194,6 +234,20 @@ class TrainConfig:
     """Trade compute for activation memory."""
     bf16: bool = False
     """Mixed precision in bfloat16 (GPU)."""
+    vision_lr: float | None = None
+    """Learning rate of the vision tower (None = learning_rate)."""
+    merger_lr: float | None = None
+    """Learning rate of the merger (None = learning_rate)."""
+    language_lr: float | None = None
+    """Learning rate of the language model (None = learning_rate)."""
+    loss_reduction: str = "token"
+    """token: mean over all supervised tokens of an optimizer step; sample: mean of per-sample token means."""
+    deepspeed: str | None = None
+    """DeepSpeed ZeRO: zero1 | zero2 | zero3 | zero3_offload (shipped configs) or a path to a JSON config."""
+    resume_from: str | None = None
+    """Resume from a checkpoint: a checkpoint directory, or auto = the newest complete one in output_dir/checkpoints."""
+    save_total_limit: int | None = 3
+    """Keep at most this many checkpoints (oldest deleted; None = keep all)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -204,6 +258,15 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ConfigError("set train.max_steps > 0 or train.epochs > 0")
+        if self.loss_reduction not in ("token", "sample"):
+            raise ConfigError(f"train.loss_reduction={self.loss_reduction!r}; use token or sample")
+        for key in ("vision_lr", "merger_lr", "language_lr"):
+            v = getattr(self, key)
+            if v is not None and v < 0:
+                raise ConfigError(f"train.{key}={v} must be >= 0 (0 keeps the module fixed; use "
+                                  f"model.train_{key.split('_')[0]}=false to freeze it without optimizer state)")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(f"train.save_total_limit={self.save_total_limit}; use >= 1 or null (keep all)")
 
 
 @dataclass
