@@ -165,6 +165,7 @@ def _trainer_class():
             self._task_loss: Counter = Counter()
             self._task_tokens: Counter = Counter()
             self.task_loss_history: list[dict] = []
+            self.vision_keepalive = bool(self.args.deepspeed) or self.args.world_size > 1
 
         def num_examples(self, dataloader) -> int:
             # samples per epoch are the weighted mixture's, not the number of records
@@ -194,6 +195,14 @@ def _trainer_class():
             # only model inputs reach forward: the model accepts unknown kwargs silently
             loss, outputs = super().compute_loss(model, model_inputs(inputs), return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
+            if self.vision_keepalive:
+                # a batch without images must still run the vision tower (ZeRO-3 gathers its
+                # weights collectively; DDP expects its gradients): zero-contribution dummy input
+                from cotrain.distributed import vision_keepalive
+
+                extra = vision_keepalive(model, inputs)
+                if extra is not None:
+                    loss = loss + extra
             if tasks and getattr(outputs, "logits", None) is not None and "labels" in inputs:
                 self._account_task_loss(outputs.logits, inputs["labels"], tasks)
             return (loss, outputs) if return_outputs else loss
@@ -289,7 +298,16 @@ def run_training(cfg: RunConfig) -> dict:
              getattr(model.config, "_attn_implementation", "?"))
 
     use_cpu = not torch.cuda.is_available()
+    deepspeed = None
+    if cfg.train.deepspeed:
+        from cotrain.distributed import resolve_deepspeed_config
+
+        deepspeed = resolve_deepspeed_config(cfg.train.deepspeed, cfg.train)
+        log.info("DeepSpeed config %r: ZeRO stage %s", cfg.train.deepspeed,
+                 deepspeed.get("zero_optimization", {}).get("stage", 0))
     args = TrainingArguments(
+        deepspeed=deepspeed,
+        save_total_limit=cfg.train.save_total_limit,
         output_dir=str(out_dir / "checkpoints"),
         per_device_train_batch_size=cfg.train.batch_size,
         gradient_accumulation_steps=cfg.train.grad_accum,

@@ -28,7 +28,7 @@ TOKEN_KEYS: dict[str, int | None] = {
 IMAGE_KEYS = ("pixel_values", "image_grid_thw")
 """Keys concatenated along dim 0 across the batch."""
 
-MODEL_INPUT_KEYS = tuple(TOKEN_KEYS) + IMAGE_KEYS
+MODEL_INPUT_KEYS = tuple(TOKEN_KEYS) + IMAGE_KEYS + ("position_ids", "use_cache")
 """Keys of a batch that are model inputs; every other key is metadata to pop before forward."""
 
 
