@@ -200,6 +200,14 @@ class ModelConfig:
                               "use flash_attention_2, sdpa, eager or auto")
         if self.dtype not in ("float32", "bfloat16", "auto"):
             raise ConfigError(f"model.dtype={self.dtype!r}; use float32, bfloat16 or auto")
+        if not (self.train_vision or self.train_merger or self.train_language or self.lora.enabled):
+            raise ConfigError("model.train_vision, train_merger and train_language are all false: nothing would "
+                              "train. Enable one of them or model.lora.enabled")
+        if self.lora.enabled:
+            for part in ("language", "vision"):
+                if getattr(self.lora, part) and not getattr(self, f"train_{part}"):
+                    raise ConfigError(f"model.lora.{part}=true adapts the {part} part but model.train_{part}=false "
+                                      f"freezes it; set one of them differently")
 
 
 @dataclass

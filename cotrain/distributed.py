@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from cotrain.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _PRESET_DIR = Path(__file__).resolve().parent / "deepspeed"
 
@@ -178,34 +181,107 @@ def _image_embeddings(out: Any) -> list:
     return tensors
 
 
-def vision_keepalive(model: Any, inputs: dict) -> Any | None:
-    """A loss term equal to 0 that runs the vision tower on a dummy image, or None when not needed.
-
-    None when ``inputs`` has ``pixel_values`` (the forward already ran the tower) or the model has
-    no vision tower. Otherwise the tower runs on the smallest valid image (one merge window of
-    zero pixels) in its parameters' dtype and device, and ``0.0 * sum(features)`` is returned:
-    adding it to the loss leaves the loss value and every gradient unchanged, while the vision
-    parameters take part in the backward pass (their gradient is exactly zero).
-    """
+def _dummy_features(tower: Any) -> Any:
+    """``0.0 * sum(features)`` of the tower run on the smallest valid image of zero pixels."""
     import torch
 
-    if inputs.get("pixel_values") is not None:
-        return None
-    tower = vision_tower(model)
-    if tower is None:
-        return None
-    first = next(tower.parameters(), None)
-    if first is None:
-        return None
+    first = next(tower.parameters())
     cfg = tower.config
     t, h, w = _dummy_grid(tower)
-    patch_dim = int(cfg.in_channels if hasattr(cfg, "in_channels") else cfg.in_chans) \
-        * int(cfg.temporal_patch_size) * int(cfg.patch_size) ** 2
+    in_channels = getattr(cfg, "in_channels", None) or getattr(cfg, "in_chans", 3)
+    patch_dim = int(in_channels) * int(cfg.temporal_patch_size) * int(cfg.patch_size) ** 2
     pixels = torch.zeros(t * h * w, patch_dim, dtype=first.dtype, device=first.device)
     grid = torch.tensor([[t, h, w]], dtype=torch.long, device=first.device)
     out = tower(pixels, grid_thw=grid)
-    total = sum(x.float().sum() for x in _image_embeddings(out))
-    return 0.0 * total
+    return 0.0 * sum(x.float().sum() for x in _image_embeddings(out))
+
+
+def vision_keepalive(model: Any, inputs: dict) -> Any | None:
+    """A loss term equal to 0 that runs the vision tower on a dummy image, or None when not needed.
+
+    None when ``inputs`` has ``pixel_values`` (the forward already ran the tower), the model has
+    no vision tower, or :func:`install_vision_keepalive` hooks are on the model (they already ran
+    the tower inside the forward). Otherwise the tower runs on the smallest valid image (one merge
+    window of zero pixels) in its parameters' dtype and device, and ``0.0 * sum(features)`` is
+    returned: adding it to the loss leaves the loss value and every gradient unchanged, while the
+    vision parameters take part in the backward pass (their gradient is exactly zero).
+
+    Only an unwrapped model may take this term: added after the forward of a wrapped model it
+    breaks the run (measured on 2 CPU ranks, gloo). DDP has already marked the unused vision
+    weights ready when the forward ended ("marked as ready twice"); ZeRO-3 gathers each module's
+    weights with one collective in execution order and gloo aborts on the mismatch ("Received data
+    size doesn't match expected size"). So for a wrapped model without the hooks of
+    :func:`install_vision_keepalive` this returns None under DDP (its find_unused_parameters,
+    the HF default, copes with idle vision weights) and raises RuntimeError under DeepSpeed.
+    """
+    if inputs.get("pixel_values") is not None or inputs.get("pixel_values_videos") is not None:
+        return None
+    tower = vision_tower(model)
+    if tower is None or next(tower.parameters(), None) is None:
+        return None
+    if getattr(tower, "_cotrain_keepalive", None) is not None:
+        return None
+    wrapper = type(model).__name__
+    if wrapper == "DeepSpeedEngine":
+        raise RuntimeError("vision_keepalive: a micro-batch without images under DeepSpeed needs the dummy vision "
+                           "pass inside the forward; call cotrain.distributed.install_vision_keepalive(model) "
+                           "before training (the Trainer's __init__)")
+    if wrapper == "DistributedDataParallel":
+        if not _warned:
+            log.warning("vision_keepalive: no install_vision_keepalive hooks on a DDP model; text-only "
+                        "micro-batches rely on find_unused_parameters")
+            _warned.append(True)
+        return None
+    return _dummy_features(tower)
+
+
+_warned: list = []
+
+
+def install_vision_keepalive(model: Any) -> list | None:
+    """Hook a zero-valued dummy vision pass into the model's forward where real images would run.
+
+    In a training forward (module in train mode, grad enabled) that did not run the vision
+    tower, a pre-hook on the language model adds ``0.0 * sum(dummy features)`` to
+    ``inputs_embeds`` (adding zero: the values are unchanged bit for bit). Qwen-VL runs the tower
+    between the token embedding and the language model, so every rank then gathers and reduces
+    the vision weights at the same point of the forward and backward as a rank with images, which
+    ZeRO-3 (one collective per module, in execution order) and ZeRO-2 (gradient buckets in the
+    order they fill) need. Returns the hook handles, or None when the model has no vision tower.
+    Installing twice is a no-op that returns the existing handles.
+    """
+    import torch
+
+    tower = vision_tower(model)
+    base = _unwrap(model)
+    inner = getattr(base, "model", None)
+    language = getattr(inner, "language_model", None)
+    if tower is None or inner is None or language is None:
+        return None
+    existing = getattr(tower, "_cotrain_keepalive", None)
+    if existing is not None:
+        return existing["handles"]
+    state = {"ran": False, "handles": []}
+
+    def reset(_module, _args):
+        state["ran"] = False
+
+    def mark(_module, _args, _out):
+        state["ran"] = True
+
+    def feed(module, args, kwargs):
+        if state["ran"] or not (module.training and torch.is_grad_enabled()):
+            return None
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:  # called with token ids: nothing to attach the term to
+            return None
+        kwargs["inputs_embeds"] = embeds + _dummy_features(tower).to(embeds.dtype)
+        return args, kwargs
+
+    state["handles"] = [inner.register_forward_pre_hook(reset), tower.register_forward_hook(mark),
+                        language.register_forward_pre_hook(feed, with_kwargs=True)]
+    tower._cotrain_keepalive = state
+    return state["handles"]
 
 
 # ----------------------------------------------------------------------------- counters

@@ -122,6 +122,26 @@ def build_model(cfg: RunConfig):
     return model, processor, family
 
 
+def configure_training_model(model, family, cfg: RunConfig):
+    """Liger kernels, what trains (freeze per part), LoRA adapters; in that order, before any wrapping."""
+    from cotrain.model.trainable import apply_freeze, apply_lora
+
+    if cfg.model.liger:
+        from cotrain.model.kernels import apply_liger
+
+        log.info(apply_liger(model, family.name))
+    apply_freeze(model, cfg.model)
+    if cfg.model.lora.enabled:
+        model = apply_lora(model, cfg.model)
+    return model
+
+
+def pad_id_of(processor) -> int:
+    """Padding id of the processor's tokenizer (Qwen: ``<|endoftext|>``; eos when no pad token)."""
+    tok = processor.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
 def make_collate(pad_token_id: int):
     """Padding collator that moves per-sample metadata (dataset, task, skips) aside as lists."""
     from cotrain.data.collator import PaddingCollator
@@ -137,6 +157,33 @@ def make_collate(pad_token_id: int):
         return batch
 
     return collate
+
+
+def make_pack_collate(pad_token_id: int, spatial_merge_size: int, flatten: bool):
+    """Collator of packs (``PackedTrainingDataset`` items): ``PackCollator`` plus the skip accounting."""
+    from cotrain.data.packing import PackCollator
+
+    pack = PackCollator(pad_token_id=pad_token_id, spatial_merge_size=spatial_merge_size, flatten=flatten)
+
+    def collate(items: list[dict]) -> dict:
+        skipped = [x for it in items for x in it["skipped"]]
+        batch = pack([it["samples"] for it in items])
+        per_sample = batch.pop("skipped", None) or []
+        batch["skipped"] = skipped + [x for lst in per_sample if lst for x in lst]
+        return batch
+
+    return collate
+
+
+def token_samples(inputs: dict):
+    """(rows, L) sample number of every token (-1 on padding): from a packed batch, or one sample per row."""
+    import torch
+
+    if "token_sample" in inputs:
+        return inputs["token_sample"]
+    mask = inputs["attention_mask"]
+    rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)
+    return torch.where(mask.bool(), rows, torch.full_like(rows, -1))
 
 
 def _trainer_class():
@@ -166,6 +213,10 @@ def _trainer_class():
             self._task_tokens: Counter = Counter()
             self.task_loss_history: list[dict] = []
             self.vision_keepalive = bool(self.args.deepspeed) or self.args.world_size > 1
+            self.loss_reduction = "token"
+            self.model_computes_loss = False  # True with Liger's fused linear cross-entropy
+            self._window: Counter = Counter(steps=0, samples=0, tokens=0, label_tokens=0, slots=0)
+            self._step_samples = 0
 
         def num_examples(self, dataloader) -> int:
             # samples per epoch are the weighted mixture's, not the number of records
@@ -181,6 +232,35 @@ def _trainer_class():
             sampler = getattr(dataset, "sampler", None)
             return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
+        def create_optimizer(self, model=None):
+            # our parameter groups (per-part learning rates, no decay on biases and norms) with the
+            # optimizer class HF would pick; a DeepSpeed config may not bring its own optimizer
+            # (cotrain.distributed refuses that), so these groups are what DeepSpeed wraps too
+            if self.optimizer is None:
+                from cotrain.model.trainable import optimizer_param_groups
+
+                target = self.model if model is None else model
+                cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+                groups = optimizer_param_groups(target, self.train_cfg)
+                for g in groups:
+                    log.info("optimizer group %-18s lr=%.3g weight_decay=%g tensors=%d", g.get("name"), g["lr"],
+                             g["weight_decay"], len(g["params"]))
+                self.optimizer = cls(groups, **kwargs)
+            return self.optimizer
+
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            # the micro-batches of one optimizer step: count what the step holds (logged, and the
+            # divisor of the sample-mean loss)
+            batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+            self._step_samples = sum(len(b.get("dataset") or []) for b in batches)
+            self._window["steps"] += 1
+            self._window["samples"] += self._step_samples
+            for b in batches:
+                self._window["tokens"] += int((token_samples(b) >= 0).sum())
+                self._window["label_tokens"] += int((b["labels"][:, 1:] != -100).sum())
+                self._window["slots"] += int(b["input_ids"].numel())
+            return batches, num_items
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             for reason, _ds, _rid in inputs.pop("skipped", []):
                 self.skip_counts[reason] += 1
@@ -189,12 +269,19 @@ def _trainer_class():
             self.samples_seen += len(names)
             self.samples_by_dataset.update(names)
             self.samples_by_task.update(tasks)
-            if "attention_mask" in inputs:
-                for name, n in zip(names, inputs["attention_mask"].sum(dim=1).tolist()):
-                    self.tokens_by_dataset[name] += int(n)
-            # only model inputs reach forward: the model accepts unknown kwargs silently
-            loss, outputs = super().compute_loss(model, model_inputs(inputs), return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
+            owner = token_samples(inputs)
+            counts = torch.bincount(owner[owner >= 0].reshape(-1).cpu(), minlength=len(names)).tolist()
+            for name, n in zip(names, counts):
+                self.tokens_by_dataset[name] += int(n)
+            if self.model_computes_loss:
+                # Liger: fused linear cross-entropy inside the model, no logits to account per task
+                loss, outputs = super().compute_loss(model, model_inputs(inputs), return_outputs=True,
+                                                     num_items_in_batch=num_items_in_batch)
+                if self.loss_reduction == "sample":
+                    raise ConfigError("train.loss_reduction=sample needs per-token losses, which Liger's fused "
+                                      "cross-entropy does not expose; use loss_reduction=token or model.liger=false")
+            else:
+                loss, outputs = self._supervised_loss(model, inputs, owner, len(names), tasks, num_items_in_batch)
             if self.vision_keepalive:
                 # a batch without images must still run the vision tower (ZeRO-3 gathers its
                 # weights collectively; DDP expects its gradients): zero-contribution dummy input
@@ -203,22 +290,42 @@ def _trainer_class():
                 extra = vision_keepalive(model, inputs)
                 if extra is not None:
                     loss = loss + extra
-            if tasks and getattr(outputs, "logits", None) is not None and "labels" in inputs:
-                self._account_task_loss(outputs.logits, inputs["labels"], tasks)
             return (loss, outputs) if return_outputs else loss
 
-        @torch.no_grad()
-        def _account_task_loss(self, logits, labels, tasks) -> None:
-            shift_logits = logits[:, :-1].float()
-            shift_labels = labels[:, 1:].to(shift_logits.device)
-            per_token = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                ignore_index=-100, reduction="none").view(shift_labels.shape)
-            mask = shift_labels != -100
-            for task, total, n in zip(tasks, (per_token * mask).sum(dim=1).tolist(), mask.sum(dim=1).tolist()):
-                self._task_loss[task] += total
-                self._task_tokens[task] += n
-                self.label_tokens_by_task[task] += n
+        def _supervised_loss(self, model, inputs, owner, n_samples, tasks, num_items_in_batch):
+            """Cross-entropy from logits computed only where a supervised label follows."""
+            from cotrain.model.selective_logits import loss_positions, supervised_logits
+
+            batch = model_inputs(inputs)
+            labels = batch.pop("labels")
+            need, target = loss_positions(labels)
+            with supervised_logits(model, need):
+                outputs = model(**batch)
+            logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
+            per_token = torch.nn.functional.cross_entropy(logits, target.to(logits.device), reduction="none")
+            own = owner[:, 1:][need[:, :-1]].to(per_token.device)
+            sums = torch.zeros(max(n_samples, 1), device=per_token.device).index_add(0, own, per_token)
+            n_tok = torch.bincount(own, minlength=max(n_samples, 1)).to(sums.dtype)
+            if self.loss_reduction == "sample":
+                # mean over the step's samples of each sample's token-mean loss; the step's sample
+                # count spans its micro-batches, so accumulation adds up to the step mean
+                has = n_tok > 0
+                loss = (sums[has] / n_tok[has]).sum() / max(self._step_samples or n_samples, 1)
+            elif num_items_in_batch is not None:
+                # HF's convention: divide by the step's supervised tokens (all micro-batches, all
+                # ranks when average_tokens_across_devices); DDP then averages over ranks
+                loss = per_token.sum() / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    loss = loss * self.accelerator.num_processes
+            else:
+                loss = per_token.sum() / max(per_token.numel(), 1)
+            with torch.no_grad():
+                for task, total, n in zip(tasks, sums.tolist(), n_tok.tolist()):
+                    self._task_loss[task] += total
+                    self._task_tokens[task] += int(n)
+                    self.label_tokens_by_task[task] += int(n)
+            outputs.loss = loss
+            return loss, outputs
 
         def log(self, logs: dict, *args: Any, **kwargs: Any) -> None:
             if "loss" in logs and self._task_tokens:
@@ -227,6 +334,14 @@ def _trainer_class():
                 self.task_loss_history.append({"step": self.state.global_step, **per_task})
                 self._task_loss.clear()
                 self._task_tokens.clear()
+            if "loss" in logs and self._window["steps"]:
+                w = self._window
+                # per rank: tokens (real, not padding) and supervised tokens per optimizer step
+                logs["tokens_per_step"] = round(w["tokens"] / w["steps"], 1)
+                logs["label_tokens_per_step"] = round(w["label_tokens"] / w["steps"], 1)
+                logs["samples_per_step"] = round(w["samples"] / w["steps"], 2)
+                logs["fill"] = round(w["tokens"] / max(w["slots"], 1), 4)
+                self._window.update(dict.fromkeys(self._window, 0))
             super().log(logs, *args, **kwargs)
 
     return CotrainTrainer
@@ -282,17 +397,29 @@ def run_training(cfg: RunConfig) -> dict:
 
     torch.manual_seed(cfg.train.seed)
     model, processor, family = build_model(cfg)
+    model = configure_training_model(model, family, cfg)
     from cotrain.data.encoder import ChatEncoder
 
     encoder = ChatEncoder(processor, family)
     builder = SampleBuilder(encoder, family, cfg.data)
     train_ds = TrainingDataset(train_sets, builder, cfg.data)
-    for name, m in train_ds.sampler.realised_mix(0).items():
+    attn = getattr(model.config, "_attn_implementation", "sdpa")
+    if cfg.data.packing:
+        from cotrain.data.packed import PackedTrainingDataset
+
+        train_ds = PackedTrainingDataset(train_ds)
+        merge = int(model.config.vision_config.spatial_merge_size)
+        # FlashAttention-2 varlen wants one padding-free row; sdpa/eager get one row per pack
+        collate = make_pack_collate(pad_id_of(processor), merge, flatten=attn == "flash_attention_2")
+        unit = "packs"
+    else:
+        collate = make_collate(pad_id_of(processor))
+        unit = "samples"
+    mixture = train_ds.base.sampler if cfg.data.packing else train_ds.sampler
+    for name, m in mixture.realised_mix(0).items():
         log.info("mix %-16s records=%-7d weight=%.2f samples=%-7d share=%.1f%%", name, m["records"], m["weight"],
                  m["samples"], 100 * m["share"])
-    log.info("mixture: %d samples per epoch from %d datasets", len(train_ds.sampler), len(train_sets))
-    tok = processor.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    log.info("mixture: %d samples per epoch from %d datasets", len(mixture), len(train_sets))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s, %.2fM parameters, attention %s", family.name, n_params / 1e6,
              getattr(model.config, "_attn_implementation", "?"))
@@ -324,6 +451,8 @@ def run_training(cfg: RunConfig) -> dict:
         data_seed=cfg.data.seed,
         bf16=cfg.train.bf16,
         gradient_checkpointing=cfg.train.gradient_checkpointing,
+        # non-reentrant: works when the embeddings are frozen (LoRA, train_language=false)
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.train.gradient_checkpointing else None,
         dataloader_num_workers=cfg.data.num_workers,
         dataloader_pin_memory=not use_cpu,
         remove_unused_columns=False,
@@ -331,12 +460,34 @@ def run_training(cfg: RunConfig) -> dict:
         use_cpu=use_cpu,
         disable_tqdm=False,
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=make_collate(pad_id),
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=collate,
                                callbacks=[_epoch_callback(train_ds)])
+    trainer.loss_reduction = cfg.train.loss_reduction
+    trainer.train_cfg = cfg.train
+    trainer.model_computes_loss = cfg.model.liger  # Liger's fused cross-entropy returns no logits
+    if cfg.train.loss_reduction == "sample":
+        trainer.loss_is_scaled_for_ga = True  # compute_loss divides by the step's sample count itself
+    world = args.world_size
+    log.info("an optimizer step = %d %s x %d accumulation x %d ranks; loss = %s", cfg.train.batch_size, unit,
+             cfg.train.grad_accum, world,
+             "mean over the step's supervised tokens" if cfg.train.loss_reduction == "token"
+             else "mean over the step's samples of each sample's token-mean loss (per rank, averaged over ranks)")
+    if cfg.data.packing:
+        log.info("packing: %d packs of <= %d tokens per epoch (fill %.3f), about %d tokens per optimizer step",
+                 len(train_ds), cfg.data.max_length, train_ds.fill,
+                 int(cfg.train.batch_size * cfg.train.grad_accum * world * cfg.data.max_length * train_ds.fill))
     t_train = time.time()
     trainer.train()
     train_seconds = time.time() - t_train
-    final = save_final(trainer.model, processor, out_dir)
+    model = trainer.model
+    if cfg.model.lora.enabled:
+        from cotrain.model.trainable import merge_lora, save_adapter
+
+        log.info("LoRA adapter saved to %s", save_adapter(model, out_dir / "adapter"))
+        if cfg.model.lora.merge_on_save:
+            model = merge_lora(model)
+    final = save_final(model, processor, out_dir) if not (cfg.model.lora.enabled and not cfg.model.lora.merge_on_save) \
+        else out_dir / "adapter"
     log.info("final model saved to %s", final)
 
     history = trainer.state.log_history
@@ -345,6 +496,7 @@ def run_training(cfg: RunConfig) -> dict:
         "run_name": cfg.run_name,
         "model": cfg.model.path or f"tiny random {family.name} (hidden {cfg.model.tiny.hidden_size})",
         "parameters": n_params,
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "steps": trainer.state.global_step,
         "samples_seen": trainer.samples_seen,
         "samples_by_dataset": dict(trainer.samples_by_dataset),
@@ -368,7 +520,7 @@ def run_training(cfg: RunConfig) -> dict:
         from cotrain.evaluation import evaluate_datasets
 
         metrics, predictions = evaluate_datasets(
-            trainer.model, processor, builder, eval_sets, max_samples=cfg.eval.max_samples,
+            model, processor, builder, eval_sets, max_samples=cfg.eval.max_samples,
             batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens)
         for name, m in metrics.items():
             log.info("eval %-16s %s", name, {k: v for k, v in m.items() if k != "skipped" or v})

@@ -359,6 +359,30 @@ class TrainingDataset:
     def __len__(self) -> int:
         return int(self.sampler.offsets[-1])
 
+    def sample_length(self, i: int, epoch: int | None = None) -> int:
+        """Exact token count of global index ``i``'s sample in ``epoch`` (recorded sizes, no decode).
+
+        Raises ``BadRecordError`` for a record that cannot be built. Used to plan packs.
+        """
+        d, r = self.sampler.locate(int(i))
+        ld = self.datasets[d]
+        rec = read_record(ld, r)
+        return self.builder.fitted_conversation(rec, ld, self.epoch if epoch is None else int(epoch), int(i))[1]
+
+    def build_exact(self, i: int) -> tuple[dict | None, list[tuple[str, str, str]]]:
+        """(Sample of global index ``i`` or None, skips): no replacement, so a pack keeps its planned length."""
+        d, r = self.sampler.locate(int(i))
+        ld = self.datasets[d]
+        rec: dict = {}
+        try:
+            rec = read_record(ld, r)
+            return self.builder.build(rec, ld, self.epoch, int(i)), []
+        except BadRecordError as e:
+            if self.data_cfg.on_bad_record == "raise":
+                raise
+            log.warning("skipping bad sample (%s): %s", e.reason, e)
+            return None, [(e.reason, ld.cfg.name, str(rec.get("id", e.record_id)))]
+
     def __getitem__(self, i: int) -> dict:
         d, r = self.sampler.locate(int(i))
         ld = self.datasets[d]

@@ -199,7 +199,8 @@ def _no_decay_names(model) -> set[str]:
     """Biases and the weights of normalisation layers (LayerNorm, every *RMSNorm class)."""
     names = set()
     for mod_name, module in model.named_modules():
-        is_norm = isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) or "norm" in type(module).__name__.lower()
+        # by class name: every family defines its own RMSNorm class (Qwen2RMSNorm, Qwen3VLTextRMSNorm...)
+        is_norm = isinstance(module, torch.nn.LayerNorm) or "norm" in type(module).__name__.lower()
         for p_name, _ in module.named_parameters(recurse=False):
             if is_norm or p_name == "bias":
                 names.add(f"{mod_name}.{p_name}" if mod_name else p_name)

@@ -26,20 +26,28 @@ PREFIX = "DIST_RESULT "
 
 
 def _count_keepalive() -> dict:
-    """Wrap cotrain.distributed.vision_keepalive (train.py imports it at call time) to count its use."""
+    """Count text-only micro-batches and dummy vision passes on this rank.
+
+    train.py imports ``vision_keepalive`` at call time and both keep-alive paths call
+    ``_dummy_features`` through the module, so wrapping the module attributes sees every use.
+    """
     import cotrain.distributed as cd
 
-    stats = {"calls": 0, "text_only_batches": 0, "keepalive_terms": 0}
-    real = cd.vision_keepalive
+    stats = {"micro_batches": 0, "text_only_batches": 0, "loss_terms": 0, "dummy_vision_runs": 0}
+    real_term, real_dummy = cd.vision_keepalive, cd._dummy_features
 
-    def counting(model, inputs):
-        extra = real(model, inputs)
-        stats["calls"] += 1
+    def term(model, inputs):
+        extra = real_term(model, inputs)
+        stats["micro_batches"] += 1
         stats["text_only_batches"] += int(inputs.get("pixel_values") is None)
-        stats["keepalive_terms"] += int(extra is not None)
+        stats["loss_terms"] += int(extra is not None)
         return extra
 
-    cd.vision_keepalive = counting
+    def dummy(tower):
+        stats["dummy_vision_runs"] += 1
+        return real_dummy(tower)
+
+    cd.vision_keepalive, cd._dummy_features = term, dummy
     return stats
 
 
@@ -102,7 +110,7 @@ def run_textonly(spec: dict) -> dict:
 
     from cotrain.config import ModelConfig, RunConfig, TinyModelConfig, TrainConfig
     from cotrain.data.encoder import ChatEncoder
-    from cotrain.distributed import resolve_deepspeed_config
+    from cotrain.distributed import install_vision_keepalive, resolve_deepspeed_config
     from cotrain.train import _trainer_class, build_model, make_collate
 
     # dataclasses directly: load_config insists on datasets, and this run brings its own samples
@@ -128,6 +136,8 @@ def run_textonly(spec: dict) -> dict:
         save_strategy="no", seed=0, use_cpu=True, dataloader_pin_memory=False, remove_unused_columns=False,
         report_to="none", disable_tqdm=True)
     tok = processor.tokenizer
+    if spec.get("hook", True):
+        install_vision_keepalive(model)  # the wiring train.py needs under DeepSpeed (see the report)
     trainer = _trainer_class()(model=model, args=args, train_dataset=data,
                                data_collator=make_collate(tok.pad_token_id if tok.pad_token_id is not None
                                                           else tok.eos_token_id))
