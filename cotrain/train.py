@@ -217,6 +217,8 @@ def _trainer_class():
             self.model_computes_loss = False  # True with Liger's fused linear cross-entropy
             self._window: Counter = Counter(steps=0, samples=0, tokens=0, label_tokens=0, slots=0)
             self._step_samples = 0
+            self.live_log: Path | None = None
+            self.run_cfg = None
 
         def num_examples(self, dataloader) -> int:
             # samples per epoch are the weighted mixture's, not the number of records
@@ -231,6 +233,65 @@ def _trainer_class():
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             sampler = getattr(dataset, "sampler", None)
             return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
+
+        def _get_output_dir(self, trial):
+            staging = getattr(self, "_staging_root", None)
+            return str(staging) if staging is not None else super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            """Write checkpoint-<step> under a staging name, add cotrain_state.json, rename into place.
+
+            A SIGKILL while saving leaves only ``.staging-*`` (ignored and removed on the next run);
+            a ``checkpoint-<step>`` directory is always complete.
+            """
+            from transformers.trainer import rotate_checkpoints
+
+            from cotrain.checkpoint import STAGING_PREFIX, write_state
+
+            step = self.state.global_step
+            run_dir = Path(self.args.output_dir)
+            staging = run_dir / f"{STAGING_PREFIX}{step}"
+            if self.args.should_save and staging.exists():
+                shutil.rmtree(staging)
+            self.accelerator.wait_for_everyone()
+            self._staging_root = staging
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging_root = None
+            self.accelerator.wait_for_everyone()  # every rank's shards are written
+            if self.args.should_save:
+                staged = staging / f"checkpoint-{step}"
+                write_state(staged, self.run_cfg, self.sampler_state(), step)
+                if hasattr(self.model, "peft_config"):
+                    from cotrain.checkpoint import save_trained_parts
+
+                    save_trained_parts(self.model, staged)
+                final = run_dir / staged.name
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(staged, final)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=None, use_mtime=False)
+            self.accelerator.wait_for_everyone()
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            if self.is_deepspeed_enabled:  # DeepSpeed restores its own shards by parameter name
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            from cotrain.checkpoint import load_checkpoint_weights
+
+            load_checkpoint_weights(self.model if model is None else model, Path(resume_from_checkpoint))
+
+        def sampler_state(self) -> dict:
+            """What cotrain_state.json records of the data order at this step."""
+            ds = self.train_dataset
+            mixture = ds.base.sampler if hasattr(ds, "base") else ds.sampler
+            state = {"epoch": int(ds.epoch), "seed": int(mixture.seed), "fingerprint": mixture.fingerprint,
+                     "samples_per_epoch": len(mixture), "items_per_epoch": len(ds.sampler)}
+            if hasattr(ds, "fill"):
+                state.update(packed=True, fill=round(float(ds.fill), 6))
+            return state
 
         def create_optimizer(self, model=None):
             # our parameter groups (per-part learning rates, no decay on biases and norms) with the
@@ -341,8 +402,13 @@ def _trainer_class():
                 logs["label_tokens_per_step"] = round(w["label_tokens"] / w["steps"], 1)
                 logs["samples_per_step"] = round(w["samples"] / w["steps"], 2)
                 logs["fill"] = round(w["tokens"] / max(w["slots"], 1), 4)
-                self._window.update(dict.fromkeys(self._window, 0))
+                for key in self._window:  # (Counter.update would add, not reset)
+                    self._window[key] = 0
             super().log(logs, *args, **kwargs)
+            if self.live_log is not None and self.args.should_save:
+                # appended as it happens: a killed run keeps its curve (a resumed run appends again)
+                with open(self.live_log, "a") as f:
+                    f.write(json.dumps({"step": self.state.global_step, **logs}) + "\n")
 
     return CotrainTrainer
 
@@ -391,6 +457,12 @@ def run_training(cfg: RunConfig) -> dict:
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     t0 = time.time()
     train_sets, eval_sets = prepare_data(cfg)
+    from cotrain.checkpoint import clean_staging, resolve_resume
+
+    clean_staging(out_dir / "checkpoints")
+    resume = resolve_resume(cfg)  # checked (files, recipe) before the model is loaded
+    if resume is not None:
+        log.info("resuming from %s", resume)
     for ld in train_sets:
         log.info("dataset %-16s task=%-14s records=%d weight=%.2f", ld.cfg.name, ld.cfg.task or "(per record)",
                  len(ld.records), ld.cfg.weight)
@@ -464,6 +536,17 @@ def run_training(cfg: RunConfig) -> dict:
                                callbacks=[_epoch_callback(train_ds)])
     trainer.loss_reduction = cfg.train.loss_reduction
     trainer.train_cfg = cfg.train
+    trainer.run_cfg = cfg
+    trainer.live_log = out_dir / "log_history.jsonl"
+    if resume is None and trainer.live_log.exists():
+        trainer.live_log.unlink()  # a fresh run starts a fresh curve
+    if resume is not None:
+        saved = json.loads((resume / "cotrain_state.json").read_text())["sampler"]
+        now = trainer.sampler_state()
+        if saved["fingerprint"] != now["fingerprint"]:
+            raise ConfigError(f"checkpoint {resume} was written for another mixture (fingerprint {saved['fingerprint']} "
+                              f"vs {now['fingerprint']}: the records files changed size or order); restore them or "
+                              "start a new run")
     trainer.model_computes_loss = cfg.model.liger  # Liger's fused cross-entropy returns no logits
     if cfg.train.loss_reduction == "sample":
         trainer.loss_is_scaled_for_ga = True  # compute_loss divides by the step's sample count itself
@@ -477,7 +560,7 @@ def run_training(cfg: RunConfig) -> dict:
                  len(train_ds), cfg.data.max_length, train_ds.fill,
                  int(cfg.train.batch_size * cfg.train.grad_accum * world * cfg.data.max_length * train_ds.fill))
     t_train = time.time()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     train_seconds = time.time() - t_train
     model = trainer.model
     if cfg.model.lora.enabled:
