@@ -40,12 +40,16 @@ def setup_logging(out_dir: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     for h in list(root.handlers):
         root.removeHandler(h)
-    fh = logging.FileHandler(out_dir / "train.log")
-    fh.setFormatter(fmt)
     sh = logging.StreamHandler(sys.stderr)
     sh.setFormatter(fmt)
-    root.addHandler(fh)
     root.addHandler(sh)
+    rank = int(os.environ.get("RANK", 0))
+    if rank == 0:
+        fh = logging.FileHandler(out_dir / "train.log")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    else:  # under torchrun, the other ranks only speak up for warnings and errors
+        sh.setLevel(logging.WARNING)
 
 
 def prepare_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDataset]]:
@@ -435,8 +439,51 @@ def save_final(model, processor, out_dir: Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     save_model_and_processor(model, processor, tmp)
+    return _replace_dir(tmp, final)
+
+
+def finish_model(trainer, processor, cfg: RunConfig, out_dir: Path):
+    """(model to evaluate, final artefact path) after training; every rank calls it.
+
+    LoRA: the adapter is saved apart and, with ``merge_on_save``, merged for the final model.
+    DeepSpeed: the engine gathers the weights (ZeRO-3: 16-bit gather on save) through the
+    Trainer's own ``save_model``; otherwise rank 0 saves. Rank 0 then renames into place.
+    """
+    model = trainer.model
+    main = trainer.args.should_save
+    lora = cfg.model.lora
+    if lora.enabled:
+        from cotrain.model.trainable import merge_lora, save_adapter
+
+        if main:
+            log.info("LoRA adapter saved to %s", save_adapter(model, out_dir / "adapter"))
+        if not lora.merge_on_save:
+            trainer.accelerator.wait_for_everyone()
+            return model, out_dir / "adapter"
+        model = merge_lora(model)
+    if trainer.is_deepspeed_enabled and not lora.enabled:
+        from cotrain.model.processor import save_processor
+
+        tmp = out_dir / "final.tmp"
+        if main and tmp.exists():
+            shutil.rmtree(tmp)
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(tmp))  # collective under ZeRO-3; writes on rank 0
+        if main:
+            save_processor(processor, tmp, model.config.model_type)
+            final = _replace_dir(tmp, out_dir / "final")
+    elif main:
+        final = save_final(model, processor, out_dir)
+    trainer.accelerator.wait_for_everyone()
+    final = out_dir / "final"
+    log.info("final model saved to %s", final)
+    return model, final
+
+
+def _replace_dir(tmp: Path, final: Path) -> Path:
+    """Move ``tmp`` to ``final``, replacing an existing ``final`` without a moment where neither exists."""
     if final.exists():
-        old = out_dir / "final.old"
+        old = final.with_name(final.name + ".old")
         if old.exists():
             shutil.rmtree(old)
         os.replace(final, old)
@@ -562,16 +609,16 @@ def run_training(cfg: RunConfig) -> dict:
     t_train = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     train_seconds = time.time() - t_train
-    model = trainer.model
-    if cfg.model.lora.enabled:
-        from cotrain.model.trainable import merge_lora, save_adapter
+    model, final = finish_model(trainer, processor, cfg, out_dir)
+    # under torchrun every rank counted its own micro-batches: sum them for the run summary
+    from cotrain.distributed import all_reduce_counts
 
-        log.info("LoRA adapter saved to %s", save_adapter(model, out_dir / "adapter"))
-        if cfg.model.lora.merge_on_save:
-            model = merge_lora(model)
-    final = save_final(model, processor, out_dir) if not (cfg.model.lora.enabled and not cfg.model.lora.merge_on_save) \
-        else out_dir / "adapter"
-    log.info("final model saved to %s", final)
+    counters = {name: Counter(all_reduce_counts(getattr(trainer, name))) for name in (
+        "samples_by_dataset", "samples_by_task", "tokens_by_dataset", "label_tokens_by_task", "skip_counts")}
+    counters = {k: Counter({key: int(v) for key, v in c.items()}) for k, c in counters.items()}
+    if not trainer.args.should_save:  # rank > 0: rank 0 evaluates and writes the report
+        trainer.accelerator.wait_for_everyone()
+        return {"summary": None, "eval": {}}
 
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
@@ -581,17 +628,17 @@ def run_training(cfg: RunConfig) -> dict:
         "parameters": n_params,
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "steps": trainer.state.global_step,
-        "samples_seen": trainer.samples_seen,
-        "samples_by_dataset": dict(trainer.samples_by_dataset),
-        "samples_by_task": dict(trainer.samples_by_task),
-        "tokens_by_dataset": dict(trainer.tokens_by_dataset),
-        "label_tokens_by_task": dict(trainer.label_tokens_by_task),
+        "samples_seen": sum(counters["samples_by_task"].values()),
+        "samples_by_dataset": dict(counters["samples_by_dataset"]),
+        "samples_by_task": dict(counters["samples_by_task"]),
+        "tokens_by_dataset": dict(counters["tokens_by_dataset"]),
+        "label_tokens_by_task": dict(counters["label_tokens_by_task"]),
         "last_loss_by_task": trainer.task_loss_history[-1] if trainer.task_loss_history else {},
         "train_seconds": train_seconds,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
-        "skipped": dict(trainer.skip_counts),
-        "skipped_total": sum(trainer.skip_counts.values()),
+        "skipped": dict(counters["skip_counts"]),
+        "skipped_total": sum(counters["skip_counts"].values()),
         "final_model": str(final),
     }
     if summary["skipped_total"]:
@@ -599,7 +646,11 @@ def run_training(cfg: RunConfig) -> dict:
 
     metrics: dict = {}
     predictions: list = []
-    if cfg.eval.enabled and eval_sets:
+    zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    if cfg.eval.enabled and eval_sets and zero3:
+        log.warning("held-out evaluation skipped: the ZeRO-3 model is partitioned across ranks; evaluate %s with "
+                    "tools/predict.py or tools/eval.py", final)
+    elif cfg.eval.enabled and eval_sets:
         from cotrain.evaluation import evaluate_datasets
 
         metrics, predictions = evaluate_datasets(
@@ -618,6 +669,7 @@ def run_training(cfg: RunConfig) -> dict:
                  records_by_id=records_by_id, image_roots={ld.cfg.name: ld.cfg.image_root for ld in eval_sets},
                  n_visualise=cfg.eval.n_visualise)
     log.info("report written to %s (%.0f s in all)", out_dir / "report.md", summary["total_seconds"])
+    trainer.accelerator.wait_for_everyone()
     return {"summary": summary, "eval": metrics}
 
 

@@ -1,6 +1,7 @@
 """Generate the synthetic remote-sensing demo data (images, JSONL records, manifest).
 
     python tools/make_demo_data.py --out outputs/demo_data --seed 0
+    python tools/make_demo_data.py --full-layout outputs/full_syn   # data_recipes/full.yaml's names
 
 Thin wrapper over ``cotrain.data.synthetic.generate_demo_data``; prints one row per dataset
 with its task and record counts per split.
@@ -40,9 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-large", type=int, default=2, help="large zoom images (default: %(default)s)")
     p.add_argument("--large-size", type=int, default=8192, help="side of large images, px (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--full-layout", metavar="DIR", help="also link the data under data_recipes/full.yaml's dataset "
+                   "names into DIR (then run full.yaml with data.data_root=DIR)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     try:
+        if args.full_layout:
+            from cotrain.data.synthetic import ensure_demo_data
+            from cotrain.data.synthetic.full_layout import FULL_STANDINS, link_full_layout
+
+            ensure_demo_data(args.out, seed=args.seed, n_scenes=args.n_scenes, n_large=args.n_large,
+                             large_size=args.large_size)
+            link_full_layout(args.out, args.full_layout)
+            for name, syn in FULL_STANDINS.items():
+                print(f"{name:<14} -> {syn}")
+            print(f"linked {args.out} into {args.full_layout} in {time.perf_counter() - t0:.1f} s")
+            return 0
         manifest = generate_demo_data(args.out, seed=args.seed, n_scenes=args.n_scenes, n_large=args.n_large,
                                       large_size=args.large_size, progress=not args.no_progress)
     except CotrainError as e:

@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except CotrainError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    _close_process_group()
     s = result["summary"]
+    if s is None:  # a rank > 0 under torchrun: rank 0 prints the summary
+        return 0
     print(f"\ndone: {s['steps']} steps in {s['train_seconds']:.0f} s, loss {s['first_loss']} -> {s['last_loss']}")
     for name, m in result["eval"].items():
         extra = f" (chance {m['chance']:.3f})" if "chance" in m else ""
@@ -54,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<16} {m['task']:<14} accuracy {m['accuracy']:.3f}{extra}")
     print(f"report: {Path(cfg.train.output_dir) / 'report.md'}")
     return 0
+
+
+def _close_process_group() -> None:
+    # gloo workers can abort at exit unless every rank meets here first (shared/PLATFORM.md)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
