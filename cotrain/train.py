@@ -527,6 +527,12 @@ def run_training(cfg: RunConfig) -> dict:
         from cotrain.data.packed import PackedTrainingDataset
 
         train_ds = PackedTrainingDataset(train_ds)
+        if attn == "sdpa":
+            # per-sample causal sdpa instead of an L x L block-diagonal mask (same math, less work)
+            from cotrain.model.varlen_sdpa import register
+
+            model.set_attn_implementation(register())
+            log.info("packing with sdpa: attention runs per packed sample (%s)", model.config._attn_implementation)
         merge = int(model.config.vision_config.spatial_merge_size)
         # FlashAttention-2 varlen wants one padding-free row; sdpa/eager get one row per pack
         collate = make_pack_collate(pad_id_of(processor), merge, flatten=attn == "flash_attention_2")

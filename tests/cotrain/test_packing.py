@@ -94,8 +94,8 @@ def test_plan_hand_case():
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-@pytest.mark.parametrize("flatten", [False, True])
-def test_packed_loss_and_gradients_equal_unpacked(family, flatten):
+@pytest.mark.parametrize("flatten, attn", [(False, "sdpa"), (True, "sdpa"), (False, "varlen"), (True, "varlen")])
+def test_packed_loss_and_gradients_equal_unpacked(family, flatten, attn):
     """Token-mean loss over the same supervised tokens: packed rows (block-diagonal sdpa) == padded batch.
 
     Tolerance: float32, rtol 1e-4 / atol 1e-6 on the loss and every gradient; the only
@@ -123,6 +123,10 @@ def test_packed_loss_and_gradients_equal_unpacked(family, flatten):
     # the same supervised tokens in both layouts
     assert int((packed["labels"] != -100).sum()) == int((padded["labels"][:, 1:] != -100).sum())
     loss_a, grads_a = loss_and_grads(padded)
+    if attn == "varlen":  # cotrain's per-sample sdpa (cotrain.model.varlen_sdpa) instead of the block mask
+        from cotrain.model.varlen_sdpa import register
+
+        model.set_attn_implementation(register())
     loss_b, grads_b = loss_and_grads(packed)
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-4, atol=1e-6)
     assert grads_a.keys() == grads_b.keys() and any(n.startswith("model.visual") for n in grads_a)
