@@ -217,6 +217,13 @@ def _trainer_class():
             self._task_tokens: Counter = Counter()
             self.task_loss_history: list[dict] = []
             self.vision_keepalive = bool(self.args.deepspeed) or self.args.world_size > 1
+            if self.vision_keepalive:
+                # a batch without images must still run the vision tower (ZeRO-3 gathers its weights
+                # collectively, in execution order; DDP expects its gradients): a zero-contribution
+                # dummy image enters the language model's input where real images would
+                from cotrain.distributed import install_vision_keepalive
+
+                install_vision_keepalive(self.model)
             self.loss_reduction = "token"
             self.model_computes_loss = False  # True with Liger's fused linear cross-entropy
             self._window: Counter = Counter(steps=0, samples=0, tokens=0, label_tokens=0, slots=0)
@@ -347,14 +354,6 @@ def _trainer_class():
                                       "cross-entropy does not expose; use loss_reduction=token or model.liger=false")
             else:
                 loss, outputs = self._supervised_loss(model, inputs, owner, len(names), tasks, num_items_in_batch)
-            if self.vision_keepalive:
-                # a batch without images must still run the vision tower (ZeRO-3 gathers its
-                # weights collectively; DDP expects its gradients): zero-contribution dummy input
-                from cotrain.distributed import vision_keepalive
-
-                extra = vision_keepalive(model, inputs)
-                if extra is not None:
-                    loss = loss + extra
             return (loss, outputs) if return_outputs else loss
 
         def _supervised_loss(self, model, inputs, owner, n_samples, tasks, num_items_in_batch):

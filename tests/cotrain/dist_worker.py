@@ -73,11 +73,11 @@ def run_recipe(spec: dict) -> dict:
         return Spy
 
     ct._trainer_class = spy
-    result = run_training(load_config(raw=spec["recipe"]))
+    run_training(load_config(raw=spec["recipe"]))  # rank > 0 returns no summary
     history = trainers[0].state.log_history
     local = dict(trainers[0].samples_by_dataset)
     return {"losses": [h["loss"] for h in history if "loss" in h],
-            "steps": result["summary"]["steps"],
+            "steps": trainers[0].state.global_step,
             "local_samples": local, "summed_samples": all_reduce_counts(local),
             "keepalive": stats}
 
@@ -141,6 +141,7 @@ def run_textonly(spec: dict) -> dict:
     trainer = _trainer_class()(model=model, args=args, train_dataset=data,
                                data_collator=make_collate(tok.pad_token_id if tok.pad_token_id is not None
                                                           else tok.eos_token_id))
+    trainer.train_cfg, trainer.run_cfg = cfg.train, cfg  # what run_training sets after construction
     trainer.train()
     return {"losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             "steps": trainer.state.global_step, "keepalive": stats,

@@ -245,9 +245,11 @@ def _torchrun(mode, spec, ext_dir, timeout=240):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{mode} {spec.get('deepspeed')} did not finish in {timeout} s (hang):\n"
-                    f"{(e.stderr or b'')[-3000:]!r}")
-    lines = [json.loads(x.split("DIST_RESULT ", 1)[1]) for x in r.stdout.splitlines() if "DIST_RESULT " in x]
-    results = {x["rank"]: x for x in lines}
+                    f"{(e.stdout or b'')[-2000:]!r}\n{(e.stderr or b'')[-3000:]!r}")
+    # the two ranks share stdout and their lines may interleave: decode each object where it starts
+    decoder = json.JSONDecoder()
+    parts = r.stdout.split("DIST_RESULT ")[1:]
+    results = {x["rank"]: x for x in (decoder.raw_decode(p)[0] for p in parts)}
     assert sorted(results) == [0, 1], f"rc={r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     for x in results.values():
         assert x["ok"], f"rank {x['rank']}: {x.get('error')}\n{r.stderr[-5000:]}"
