@@ -354,6 +354,14 @@ def _trainer_class():
                                       "cross-entropy does not expose; use loss_reduction=token or model.liger=false")
             else:
                 loss, outputs = self._supervised_loss(model, inputs, owner, len(names), tasks, num_items_in_batch)
+            if self.vision_keepalive:
+                # with the forward hooks installed this returns None; without them (a model the
+                # hooks cannot reach) it adds the zero term or names the fix
+                from cotrain.distributed import vision_keepalive
+
+                extra = vision_keepalive(model, inputs)
+                if extra is not None:
+                    loss = loss + extra
             return (loss, outputs) if return_outputs else loss
 
         def _supervised_loss(self, model, inputs, owner, n_samples, tasks, num_items_in_batch):
