@@ -291,6 +291,11 @@ class EvalConfig:
     """Generation limit per answer."""
     n_visualise: int = 6
     """Number of images with predictions drawn on them written to the report."""
+    every_steps: int = 0
+    """Also evaluate every N optimizer steps during training (0 = only at the end); the headline numbers
+    are logged next to the loss as ``eval/<dataset>/<metric>``."""
+    every_steps_max_samples: int = 50
+    """Records per eval dataset for the periodic evaluations (the final one uses ``max_samples``)."""
 
 
 @dataclass

@@ -115,22 +115,31 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
               f"- skipped samples: {summary.get('skipped_total', 0)} {summary.get('skipped', {})}", ""]
     if has_plot:
         lines += ["![loss curve](loss_curve.png)", ""]
-    lines += ["## Held-out evaluation", "", "| dataset | task | n | accuracy | baseline | notes |",
+    lines += ["## Held-out evaluation", "", "Per-sample answers and scores: `eval/<dataset>/results.jsonl`; "
+              "the harness's own tables: `eval/report.md`.", "", "| dataset | task | n | score | baseline | notes |",
               "|---|---|---|---|---|---|"]
-    for name, m in metrics.items():
-        acc = f"{m['accuracy']:.3f}" if "accuracy" in m else "-"
+    rows = []
+    for name, m in metrics.items():  # a mixed-task dataset gets a row per task
+        rows += [(f"{name} ({t})", sub) for t, sub in m["by_task"].items()] if "by_task" in m else [(name, m)]
+    for name, m in rows:
+        headline = next((k for k in ("accuracy", "acc@0.5", "CIDEr", "APnc50") if k in m), None)
+        acc = f"{headline} {m[headline]:.3f}" if headline else "-"
         base = ", ".join(f"{label} {m[k]:.3f}" for k, label in (("chance", "chance"), ("majority_baseline", "majority"))
                          if k in m) or "-"
         notes = []
-        if "mean_iou" in m:
-            notes.append(f"mIoU {m['mean_iou']:.3f}, parsed {m['parse_rate']:.2f}")
+        if "miou" in m:
+            notes.append(f"mIoU {m['miou']:.3f}, parsed {m['parse_rate']:.2f}")
+        if "BLEU-4" in m:
+            notes.append(f"BLEU-4 {m['BLEU-4']:.3f}, METEOR {m['METEOR']:.3f}, ROUGE-L {m['ROUGE-L']:.3f}")
+        if "counting_mae" in m:
+            notes.append(f"counting MAE {m['counting_mae']:.2f}")
         if "instruction_following" in m:
             notes.append(f"option extracted {m['instruction_following']:.2f}")
         if m.get("skipped"):
             notes.append(f"skipped {m['skipped']}")
         if m.get("empty_responses"):
             notes.append(f"empty answers {m['empty_responses']}")
-        lines.append(f"| {name} | {m['task']} | {m['n']} | {acc} | {base} | {'; '.join(notes)} |")
+        lines.append(f"| {name} | {m.get('task', '')} | {m['n']} | {acc} | {base} | {'; '.join(notes)} |")
     lines += ["", "## Sample predictions", ""]
     lines += [f"![{n}](predictions/{n})" for n in shown]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")

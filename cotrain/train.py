@@ -594,6 +594,15 @@ def run_training(cfg: RunConfig) -> dict:
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=collate,
                                callbacks=[_epoch_callback(train_ds)])
+    if cfg.eval.every_steps and eval_sets:
+        if cfg.train.deepspeed in ("zero3", "zero3_offload") or "zero3" in str(cfg.train.deepspeed or ""):
+            log.warning("eval.every_steps ignored: the ZeRO-3 model is partitioned across ranks; evaluate "
+                        "checkpoints with tools/eval.py")
+        else:
+            from cotrain.bench.training import PeriodicEval
+
+            trainer.add_callback(PeriodicEval(trainer, processor, family, cfg.data, cfg.eval, eval_sets,
+                                              out_dir / "evals"))
     trainer.loss_reduction = cfg.train.loss_reduction
     trainer.train_cfg = cfg.train
     trainer.run_cfg = cfg
@@ -664,11 +673,11 @@ def run_training(cfg: RunConfig) -> dict:
         log.warning("held-out evaluation skipped: the ZeRO-3 model is partitioned across ranks; evaluate %s with "
                     "tools/predict.py or tools/eval.py", final)
     elif cfg.eval.enabled and eval_sets:
-        from cotrain.evaluation import evaluate_datasets
+        from cotrain.bench.training import predictions_of, run_eval
 
-        metrics, predictions = evaluate_datasets(
-            model, processor, builder, eval_sets, max_samples=cfg.eval.max_samples,
-            batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens)
+        # the same harness as tools/eval.py; rank 0 alone (the other ranks have returned)
+        metrics = run_eval(model, processor, family, cfg.data, cfg.eval, eval_sets, out_dir / "eval")
+        predictions = predictions_of(out_dir / "eval", metrics)
         for name, m in metrics.items():
             log.info("eval %-16s %s", name, {k: v for k, v in m.items() if k != "skipped" or v})
     summary["total_seconds"] = time.time() - t0

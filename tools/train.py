@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ndone: {s['steps']} steps in {s['train_seconds']:.0f} s, loss {s['first_loss']} -> {s['last_loss']}")
     for name, m in result["eval"].items():
         extra = f" (chance {m['chance']:.3f})" if "chance" in m else ""
-        if "accuracy" in m:
-            print(f"  {name:<16} {m['task']:<14} accuracy {m['accuracy']:.3f}{extra}")
+        key = next((k for k in ("accuracy", "acc@0.5", "CIDEr", "APnc50") if k in m), None)
+        if key:
+            print(f"  {name:<16} {m['task']:<14} {key} {m[key]:.3f}{extra}")
     print(f"report: {Path(cfg.train.output_dir) / 'report.md'}")
     return 0
 

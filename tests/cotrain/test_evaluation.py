@@ -1,4 +1,4 @@
-"""Answer normalisation, option extraction and box IoU used by the held-out evaluation."""
+"""Answer normalisation, option extraction and box IoU, through the stable re-exports of cotrain.evaluation."""
 
 import pytest
 
@@ -52,24 +52,3 @@ def test_box_iou_hand_cases():
     assert box_iou(a, {"quad": [0, 0, 10, 10, 10, 0, 0, 10]}) == pytest.approx(1.0)
     # degenerate boxes score 0 instead of raising
     assert box_iou(a, {"quad": [1, 1, 1, 1, 1, 1, 1, 1]}) == 0.0
-
-
-def test_summarise_mixed_task_dataset():
-    from collections import Counter
-
-    from cotrain.config import DatasetConfig
-    from cotrain.data.dataset import LoadedDataset
-    from cotrain.evaluation import Prediction, summarise
-
-    recs = [{"id": "c1", "task": "classification", "label": "a", "classes": ["a", "b"]},
-            {"id": "v1", "task": "vqa", "question": "q", "answer": "yes"},
-            {"id": "v2", "task": "vqa", "question": "q", "answer": "no"}]
-    ld = LoadedDataset(DatasetConfig(name="m", records="x"), recs, ["a", "b"])
-    preds = [Prediction("m", "c1", "classification", "", "a", True, {"label": "a"}),
-             Prediction("m", "v1", "vqa", "", "", False, {"answer": "yes"}),
-             Prediction("m", "v2", "vqa", "", "no", True, {"answer": "no"})]
-    out = summarise(ld, preds, Counter({"image_missing": 1}))
-    assert out["task"] == "mixed" and out["accuracy"] == pytest.approx(2 / 3)
-    assert out["by_task"]["classification"]["chance"] == 0.5
-    assert out["by_task"]["vqa"]["accuracy"] == 0.5 and out["by_task"]["vqa"]["empty_responses"] == 1
-    assert out["skipped"] == {"image_missing": 1}

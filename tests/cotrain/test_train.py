@@ -50,9 +50,18 @@ def test_run_training_end_to_end(data_root, tmp_path):
 
     _corrupt_two_train_images(data_root)
     out = tmp_path / "run"
-    cfg = load_config(raw=_recipe(data_root, out, epochs=1))
+    raw = _recipe(data_root, out, epochs=1)
+    raw["eval"].update(every_steps=2, every_steps_max_samples=2)
+    cfg = load_config(raw=raw)
     result = run_training(cfg)
     s = result["summary"]
+    # periodic evaluation through the harness, logged next to the loss (which must still be logged)
+    live = [json.loads(x) for x in (out / "log_history.jsonl").read_text().splitlines()]
+    evals = [h for h in live if "eval/syn_cls/accuracy" in h]
+    assert [h["step"] for h in evals] == list(range(2, s["steps"] + 1, 2))
+    assert all("eval/syn_grounding/miou" in h for h in evals)
+    assert {h["step"] for h in live if "loss" in h} == set(range(1, s["steps"] + 1))
+    assert (out / "evals" / "step-2" / "syn_cls" / "results.jsonl").is_file()
     # every training index is visited once in one epoch, so both bad images are met exactly once
     assert s["skipped"] == {"image_missing": 1, "image_corrupt": 1}
     assert s["steps"] > 0 and s["first_loss"] is not None
@@ -63,7 +72,8 @@ def test_run_training_end_to_end(data_root, tmp_path):
     n_val = len((data_root / "records" / "syn_cls_val.jsonl").read_text().splitlines())
     assert metrics["eval"]["syn_cls"]["n"] == min(4, n_val)
     assert metrics["eval"]["syn_cls"]["chance"] == pytest.approx(1 / 8)
-    assert 0.0 <= metrics["eval"]["syn_grounding"]["mean_iou"] <= 1.0
+    assert 0.0 <= metrics["eval"]["syn_grounding"]["miou"] <= 1.0
+    assert (out / "eval" / "syn_cls" / "results.jsonl").is_file()  # the harness of tools/eval.py ran it
     assert len(list((out / "predictions").glob("*.png"))) == 3
     report = (out / "report.md").read_text()
     assert "skipped samples: 2" in report and f"| syn_cls | classification | {min(4, n_val)} |" in report

@@ -1,0 +1,351 @@
+"""The evaluation harness: benchmark records -> requests -> backend -> cached scores -> metrics -> report.
+
+Prompts are built by the training task builders (same templates, same box codec, same image
+sizes: ``cotrain.inference.base.PixelLimits``), answered by any backend with
+``generate(requests)``, scored per sample (``cotrain.bench.scoring``) and appended to a per-rank
+cache file as soon as each chunk is done. A rerun reads every cache file of the benchmark and only
+generates what is missing, so an interrupted evaluation continues where it stopped; a cache made
+with a different model, backend, sampling or benchmark definition is refused (``--overwrite``).
+
+Under torchrun each rank answers a disjoint share of the missing samples; rank 0 merges the
+caches into ``results.jsonl`` and writes ``metrics.json`` and ``report.md``. Records whose images
+are missing or corrupt are counted skips (by reason) in the metrics and the report.
+
+Layout of ``out_dir``::
+
+    metrics.json                 {benchmark: {metric: value, ..., "skipped": {reason: n}}}
+    report.md                    a table per benchmark
+    <bench>/results.jsonl        one line per sample: id, prompt, response, score, ...
+    <bench>/cache-rank<r>.jsonl  in-progress cache (merged into results.jsonl at the end)
+    <bench>/cache_key.json       what the cached answers depend on
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from cotrain.bench.registry import TASK_METRIC, Benchmark
+from cotrain.bench.scoring import score_sample, summarise
+from cotrain.errors import BadRecordError, ConfigError
+from cotrain.inference.base import GenerationRequest, PixelLimits, SamplingParams
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class EvalOptions:
+    """How to run benchmarks (everything else comes from the benchmark and the backend)."""
+
+    max_samples: int | None = None
+    """At most this many records per benchmark (the first ones, in file order)."""
+    max_new_tokens: int = 64
+    """Default generation limit; a benchmark's ``max_new_tokens`` option wins."""
+    chunk_size: int = 64
+    """Requests per backend call between cache writes."""
+    seed: int = 0
+    """Template seed of the prompt builders."""
+    overwrite: bool = False
+    """Discard cached answers instead of continuing them."""
+    progress: bool = True
+    model_key: dict = field(default_factory=dict)
+    """What identifies the model (path, adapter, backend); part of the cache key."""
+
+
+@dataclass
+class Prepared:
+    """One benchmark, ready to run: its records, prompt builder and pixel limits."""
+
+    bench: Benchmark
+    records: list[dict]
+    loaded: Any
+    """The ``LoadedDataset`` (dataset options + class list) the builder phrases prompts from."""
+    builder: Any
+    limits: PixelLimits
+    sampling: SamplingParams
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _barrier(world_size: int) -> None:
+    # only when the caller runs sharded: rank 0 evaluating alone inside a torchrun job must not wait
+    d = _dist()
+    if world_size > 1 and d is not None:
+        d.barrier()
+
+
+def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
+    """Load and validate the benchmark's records and build its prompt builder (no model call)."""
+    from cotrain.config import DataConfig, DatasetConfig
+    from cotrain.data.dataset import SampleBuilder, load_dataset, read_record
+
+    if bench.metric == "retrieval":
+        raise ConfigError(f"benchmark {bench.name!r}: retrieval is scored from similarities, not generated text; "
+                          "tools/eval.py does not run it (use cotrain.metrics.retrieval on your scores)")
+    if not Path(bench.records).is_file():
+        raise ConfigError(f"benchmark {bench.name!r}: records file {bench.records} does not exist"
+                          + (" (make the demo data with: python tools/make_demo_data.py)" if "demo" in bench.source
+                             or "make_demo_data" in bench.source else ""))
+    o = bench.options
+    base = backend.limits
+    limits = PixelLimits(int(o.get("min_pixels", base.min_pixels)), int(o.get("max_pixels", base.max_pixels)),
+                         backend.family.factor)
+    # load_dataset refuses records whose task differs from a declared one (naming file and record)
+    ds = DatasetConfig(name=bench.name, records=bench.records, image_root=bench.image_root,
+                       task=None if bench.task == "mixed" else bench.task,
+                       box_format=o.get("box_format", "quad"), prompt_style=o.get("prompt_style", "plain"),
+                       classes=o.get("classes"))
+    ld = load_dataset(ds)
+    n = len(ld.records)
+    limit = o.get("max_samples") or opts.max_samples
+    if limit is not None:
+        n = min(n, int(limit))
+    records = [read_record(ld, i) for i in range(n)]
+    for i, rec in enumerate(records):
+        if bench.task == "mixed" and rec["task"] not in TASK_METRIC:
+            raise ConfigError(f"benchmark {bench.name!r}: record {rec.get('id')!r} has task {rec['task']!r}, which "
+                              f"has no metric (scored tasks: {', '.join(sorted(set(TASK_METRIC) - {'mixed'}))})")
+    data_cfg = DataConfig(seed=opts.seed, min_pixels=limits.min_pixels, max_pixels=limits.max_pixels,
+                          max_length=10**9)
+    builder = SampleBuilder(None, backend.family, data_cfg)  # conversations only: the backend encodes
+    sampling = SamplingParams(max_new_tokens=int(o.get("max_new_tokens", opts.max_new_tokens)), seed=opts.seed)
+    return Prepared(bench, records, ld, builder, limits, sampling)
+
+
+def cache_key(p: Prepared, opts: EvalOptions) -> dict:
+    """Everything a cached answer depends on; a mismatch means the cache is for another evaluation."""
+    st = os.stat(p.bench.records)
+    return {"version": CACHE_VERSION, "model": opts.model_key, "benchmark": asdict(p.bench),
+            "records": {"size": st.st_size, "mtime_ns": st.st_mtime_ns}, "limits": asdict(p.limits),
+            "sampling": asdict(p.sampling), "seed": opts.seed}
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a cache or results file; a half-written last line (killed run) is ignored."""
+    rows = []
+    if not path.is_file():
+        return rows
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: ignoring a half-written line (the run was interrupted)", path)
+    return rows
+
+
+def _cached_rows(bdir: Path) -> dict[int, dict]:
+    rows: dict[int, dict] = {}
+    for path in [bdir / "results.jsonl", *sorted(bdir.glob("cache-rank*.jsonl"))]:
+        for r in read_rows(path):
+            rows[int(r["index"])] = r
+    return rows
+
+
+def _check_cache(bdir: Path, key: dict, overwrite: bool, rank: int, world_size: int) -> None:
+    key_file = bdir / "cache_key.json"
+    if rank == 0:
+        bdir.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for f in [bdir / "results.jsonl", *bdir.glob("cache-rank*.jsonl")]:
+                f.unlink(missing_ok=True)
+        elif key_file.is_file():
+            old = json.loads(key_file.read_text(encoding="utf-8"))
+            if _digest(old) != _digest(key):
+                diff = sorted(k for k in key if old.get(k) != key[k])
+                raise ConfigError(f"{bdir} holds answers of a different evaluation (differs in: {', '.join(diff)}). "
+                                  "Pass --overwrite to discard them, or choose another --out directory.")
+        key_file.write_text(json.dumps(key, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    _barrier(world_size)
+    if rank != 0 and _digest(json.loads(key_file.read_text(encoding="utf-8"))) != _digest(key):
+        raise ConfigError(f"rank {rank}: its evaluation differs from rank 0's ({bdir}); every rank must get the same "
+                          "arguments")
+
+
+def build_request(p: Prepared, index: int, record: dict) -> tuple[GenerationRequest, Any]:
+    """(request, conversation) of record ``index``: the training prompt, answered by any backend."""
+    conv = p.builder.conversation(record, p.loaded, 0, index)
+    req = GenerationRequest.from_conversation(conv, p.sampling)
+    req.id = str(index)
+    return req, conv
+
+
+def _row(p: Prepared, index: int, record: dict, req: GenerationRequest, resp, codec) -> dict:
+    from cotrain.evaluation import user_text
+
+    row = {"index": index, "id": str(record["id"]), "task": record["task"],
+           "prompt": user_text(req), "response": resp.text, "finish_reason": resp.finish_reason,
+           "prompt_tokens": resp.prompt_tokens, "generated_tokens": resp.generated_tokens,
+           "images": [{"width": int(i["width"]), "height": int(i["height"]), "resized": list(i["resized"])}
+                      for i in req.images]}
+    if resp.error:
+        row["error"] = resp.error
+        return row
+    metric = p.bench.metric if p.bench.metric != "mixed" else TASK_METRIC[record["task"]]
+    row["score"] = score_sample(metric, record, resp.text, images=req.images, codec=codec,
+                                options=p.bench.options)
+    return row
+
+
+def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOptions | None = None, *,
+                  rank: int = 0, world_size: int = 1) -> dict | None:
+    """Evaluate one benchmark; returns its metrics on rank 0 (None on other ranks)."""
+    opts = opts or EvalOptions()
+    p = prepare(bench, backend, opts)
+    bdir = Path(out_dir) / bench.name
+    _check_cache(bdir, cache_key(p, opts), opts.overwrite, rank, world_size)
+    done = _cached_rows(bdir)
+    _barrier(world_size)  # every rank has read the caches before any rank appends to its own
+    todo = [i for i in range(len(p.records)) if i not in done][rank::world_size]
+    if done:
+        log.info("%s: %d/%d samples cached, %d to go on this rank", bench.name, len(done), len(p.records), len(todo))
+    codec = p.builder.codec
+    skips: Counter = Counter()
+    cache = bdir / f"cache-rank{rank}.jsonl"
+    bar = tqdm(total=len(todo), desc=f"eval {bench.name}", disable=not opts.progress or rank != 0)
+    t0 = time.perf_counter()
+    if cache.is_file() and cache.stat().st_size:
+        with open(cache, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
+        if cut:  # a killed run left half a line: end it, so the next row starts on a line of its own
+            with open(cache, "a", encoding="utf-8") as f:
+                f.write("\n")
+    with open(cache, "a", encoding="utf-8") as f:
+        for start in range(0, len(todo), opts.chunk_size):
+            chunk, reqs = [], []
+            for i in todo[start:start + opts.chunk_size]:
+                try:
+                    req, _ = build_request(p, i, p.records[i])
+                except BadRecordError as e:  # e.g. an image too large for the pixel limits
+                    f.write(json.dumps({"index": i, "id": str(p.records[i]["id"]), "task": p.records[i]["task"],
+                                        "error": e.reason, "response": ""}) + "\n")
+                    continue
+                chunk.append(i)
+                reqs.append(req)
+            responses = backend.generate(reqs) if reqs else []
+            for i, req, resp in zip(chunk, reqs, responses):
+                f.write(json.dumps(_row(p, i, p.records[i], req, resp, codec), default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            bar.update(len(todo[start:start + opts.chunk_size]))
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    _barrier(world_size)
+    if rank != 0:
+        return None
+    rows = sorted(_cached_rows(bdir).values(), key=lambda r: r["index"])
+    missing = len(p.records) - len(rows)
+    if missing:
+        raise RuntimeError(f"{bench.name}: {missing} samples have no answer after every rank finished; rerun to "
+                           "continue")
+    _write_jsonl(bdir / "results.jsonl", rows)
+    for c in bdir.glob("cache-rank*.jsonl"):
+        c.unlink()
+    for r in rows:
+        if r.get("error"):
+            skips[r["error"]] += 1
+    records = {i: rec for i, rec in enumerate(p.records)}
+    metrics = summarise(bench.metric, rows, records, codec=codec, options=bench.options)
+    metrics.update({"benchmark": bench.name, "task": bench.task, "metric": bench.metric,
+                    "records": len(p.records), "skipped": dict(skips),
+                    "pixels": [p.limits.min_pixels, p.limits.max_pixels],
+                    "max_new_tokens": p.sampling.max_new_tokens})
+    if todo:
+        metrics["samples_per_s_this_run"] = len(todo) * world_size / max(elapsed, 1e-9)
+    if skips:
+        log.warning("%s: %d of %d records skipped: %s", bench.name, sum(skips.values()), len(p.records), dict(skips))
+    return metrics
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate(benchmarks: list[Benchmark], backend, out_dir: str | Path, opts: EvalOptions | None = None, *,
+             rank: int = 0, world_size: int = 1, on_metrics: Callable[[str, dict], None] | None = None) -> dict:
+    """Run every benchmark; on rank 0 write ``metrics.json`` and ``report.md`` and return the metrics."""
+    from cotrain.report import write_json_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for bench in benchmarks:
+        m = run_benchmark(bench, backend, out, opts, rank=rank, world_size=world_size)
+        if m is not None:
+            results[bench.name] = m
+            if on_metrics:
+                on_metrics(bench.name, m)
+    if rank == 0:
+        write_json_atomic(out / "metrics.json", results)
+        (out / "report.md").write_text(report_markdown(results, (opts or EvalOptions()).model_key), encoding="utf-8")
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+
+HEADLINE = {
+    "classification": ["accuracy", "accuracy_contains (lenient)", "chance", "majority_baseline"],
+    "vqa": ["accuracy", "accuracy_yes_no", "accuracy_number", "accuracy_other", "counting_mae", "majority_baseline"],
+    "mcq": ["accuracy", "instruction_following", "chance"],
+    "grounding": ["acc@0.5", "acc@0.7", "acc@0.9", "miou", "parse_rate"],
+    "captioning": ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"],
+    "detection": ["APnc50", "APnc75", "APnc50:95", "objects_parsed", "objects_gt"],
+}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    return "-" if v is None else str(v)
+
+
+def report_markdown(results: dict[str, dict], model_key: dict | None = None) -> str:
+    """``report.md``: what was evaluated, then a table per benchmark (headline numbers first)."""
+    lines = ["# cotrain evaluation report", ""]
+    if model_key:
+        lines += [f"- {k}: `{v}`" for k, v in model_key.items()] + [""]
+    lines += ["| benchmark | task | metric | n | skipped | headline |", "|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        head = HEADLINE.get(m["metric"], [])
+        first = next((k for k in head if k in m), None)
+        lines.append(f"| {name} | {m['task']} | {m['metric']} | {m['n']} | {sum(m['skipped'].values())} | "
+                     f"{first} {_fmt(m.get(first)) if first else ''} |")
+    for name, m in results.items():
+        lines += ["", f"## {name}", "", "| metric | value |", "|---|---|"]
+        keys = [k for k in HEADLINE.get(m["metric"], []) if k in m]
+        keys += [k for k in sorted(m) if k not in keys and k not in ("benchmark", "task", "metric", "skipped", "parse")
+                 and not isinstance(m[k], (dict, list))]
+        lines += [f"| {k} | {_fmt(m[k])} |" for k in keys]
+        if m["skipped"]:
+            lines.append("| skipped | " + ", ".join(f"{r}: {n}" for r, n in sorted(m["skipped"].items())) + " |")
+        if m.get("parse"):
+            lines.append("| parse | " + ", ".join(f"{k}: {v}" for k, v in m["parse"].items() if v) + " |")
+    lines.append("")
+    lines.append("Strict answer matching throughout; a lenient \"contains\" score appears only when asked for "
+                 "and is labelled so. Empty or unparseable answers count as wrong; skipped records (missing or "
+                 "corrupt images) are not in n.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,173 @@
+"""Benchmarks: records + task + metric + prompt options, found by name or read from a file.
+
+A :class:`Benchmark` is what ``tools/eval.py --bench`` runs: a canonical records file (DESIGN
+section 4) and its image root, the metric family that scores it, and the options that shape its
+prompts exactly like training (box format, prompt style, class list, pixel limits). Three sources:
+
+- ``demo`` names: the synthetic splits ``tools/make_demo_data.py`` writes (``demo`` = all of them);
+- public RS benchmarks by their standard files (``cotrain.bench.public``): converted once to
+  canonical records under a cache directory, then run like any other;
+- a YAML file: one benchmark mapping or ``{benchmarks: [...]}``, keys as :class:`Benchmark`'s fields.
+
+This module must not run models or compute metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cotrain.errors import ConfigError
+
+METRICS = ("classification", "vqa", "mcq", "grounding", "captioning", "detection", "retrieval", "mixed")
+"""Metric families; ``vqa`` also reports yes/no accuracy and counting MAE by answer type; ``mixed``
+(task ``mixed``) scores each record by its own task's metric and reports each task apart."""
+
+TASK_METRIC = {"classification": "classification", "vqa": "vqa", "zoom_vqa": "vqa", "mcq": "mcq",
+               "grounding": "grounding", "captioning": "captioning", "detection": "detection", "mixed": "mixed"}
+"""Default metric of each record task."""
+
+OPTION_KEYS = ("box_format", "prompt_style", "classes", "min_pixels", "max_pixels", "max_new_tokens", "lenient",
+               "iou_thresholds", "max_samples", "split")
+
+
+@dataclass
+class Benchmark:
+    """One evaluation set."""
+
+    name: str
+    """Unique name; also the results sub-directory."""
+    records: str
+    """Canonical records JSONL."""
+    image_root: str
+    """Directory the records' image paths are relative to."""
+    task: str
+    """Record task (every record must have it)."""
+    metric: str = ""
+    """Metric family (default from the task, see ``TASK_METRIC``)."""
+    options: dict = field(default_factory=dict)
+    """Prompt and scoring options: ``box_format`` (hbb|obb|quad), ``prompt_style`` (plain|json),
+    ``classes``, ``min_pixels`` / ``max_pixels`` (override the checkpoint's), ``max_new_tokens``,
+    ``lenient`` (classification "contains" match, labelled as such), ``iou_thresholds``, ``max_samples``."""
+    description: str = ""
+    source: str = ""
+    """Where the data comes from (paper / standard files)."""
+
+    def __post_init__(self):
+        if not self.metric:
+            if self.task not in TASK_METRIC:
+                raise ConfigError(f"benchmark {self.name!r}: task {self.task!r} has no default metric; set 'metric' "
+                                  f"to one of {METRICS}")
+            self.metric = TASK_METRIC[self.task]
+        if self.metric not in METRICS:
+            raise ConfigError(f"benchmark {self.name!r}: metric {self.metric!r} is not one of {METRICS}")
+        unknown = sorted(set(self.options) - set(OPTION_KEYS))
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], OPTION_KEYS, n=1)
+            raise ConfigError(f"benchmark {self.name!r}: unknown option {unknown[0]!r}"
+                              f"{f'; did you mean {hint[0]!r}?' if hint else ''} (options: {', '.join(OPTION_KEYS)})")
+
+
+DEMO_SPLITS = {
+    # name: (records stem, task, options)
+    "syn_cls": ("syn_cls", "classification", {}),
+    "syn_vqa": ("syn_vqa", "vqa", {}),
+    "syn_mcq": ("syn_mcq", "mcq", {}),
+    "syn_grounding": ("syn_grounding", "grounding", {"box_format": "hbb"}),
+    "syn_cap_rgb": ("syn_cap_rgb", "captioning", {"max_new_tokens": 64}),
+    "syn_cap_ir": ("syn_cap_ir", "captioning", {"max_new_tokens": 64}),
+    "syn_cap_dual": ("syn_cap_dual", "captioning", {"max_new_tokens": 64}),
+    "syn_det": ("syn_det", "detection", {"box_format": "quad", "max_new_tokens": 256}),
+    "syn_zoom": ("syn_zoom", "zoom_vqa", {}),
+}
+"""The synthetic demo splits (``tools/make_demo_data.py``), evaluated on their ``test`` split by default."""
+
+
+def demo_benchmark(name: str, data_root: str | Path, split: str = "test") -> Benchmark:
+    """Benchmark for one synthetic split (``demo:syn_cls`` or ``syn_cls``)."""
+    stem, task, options = DEMO_SPLITS[name]
+    root = Path(data_root)
+    return Benchmark(name=name, records=str(root / "records" / f"{stem}_{split}.jsonl"), image_root=str(root),
+                     task=task, options=dict(options), description=f"synthetic demo {task} ({split} split)",
+                     source="tools/make_demo_data.py")
+
+
+def _from_mapping(d: dict, base: Path, where: str) -> Benchmark:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: a benchmark must be a mapping, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(Benchmark)}
+    d = dict(d)
+    options = dict(d.pop("options", {}) or {})
+    for k in list(d):
+        if k in OPTION_KEYS and k not in names:
+            options[k] = d.pop(k)  # options may sit at the top level of the mapping
+    unknown = sorted(set(d) - names)
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], sorted(names | set(OPTION_KEYS)), n=1)
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}{f'; did you mean {hint[0]!r}?' if hint else ''}")
+    missing = [k for k in ("name", "records", "task") if k not in d]
+    if missing:
+        raise ConfigError(f"{where}: benchmark is missing {missing}; a benchmark needs name, records, task "
+                          "(and image_root)")
+    for key in ("records", "image_root"):
+        if key in d and not Path(str(d[key])).is_absolute():
+            d[key] = str(base / str(d[key]))  # relative to the YAML file, so a suite file travels with its data
+    d.setdefault("image_root", str(Path(d["records"]).parent))
+    return Benchmark(**d, options=options)
+
+
+def load_benchmark_file(path: str | Path) -> list[Benchmark]:
+    """Benchmarks defined in a YAML file (one mapping, a list, or ``{benchmarks: [...]}``)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read benchmark file {p}: {e}") from None
+    if isinstance(data, dict) and "benchmarks" in data:
+        data = data["benchmarks"]
+    items = data if isinstance(data, list) else [data]
+    out = [_from_mapping(d, p.parent, f"{p} (benchmark {i})") for i, d in enumerate(items)]
+    dup = sorted({b.name for b in out if sum(c.name == b.name for c in out) > 1})
+    if dup:
+        raise ConfigError(f"{p}: benchmark names must be unique, {dup} repeat")
+    return out
+
+
+def resolve_benchmarks(spec: str, *, data_root: str | Path = "outputs/demo_data", split: str = "test",
+                       public_root: str | Path | None = None, cache_dir: str | Path = "outputs/bench_cache") -> list[Benchmark]:
+    """Benchmarks for a ``--bench`` value: comma-separated names and/or YAML files.
+
+    ``demo`` expands to every synthetic split; ``syn_*`` names one; public names (see
+    ``cotrain.bench.public.PUBLIC_BENCHMARKS``) are prepared from ``public_root`` into ``cache_dir``.
+    """
+    out: list[Benchmark] = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        if item.endswith((".yaml", ".yml")) or Path(item).is_file():
+            out.extend(load_benchmark_file(item))
+        elif item == "demo":
+            out.extend(demo_benchmark(n, data_root, split) for n in DEMO_SPLITS)
+        elif item.removeprefix("demo:") in DEMO_SPLITS:
+            out.append(demo_benchmark(item.removeprefix("demo:"), data_root, split))
+        else:
+            from cotrain.bench.public import PUBLIC_BENCHMARKS, prepare_public
+
+            if item in PUBLIC_BENCHMARKS:
+                if public_root is None:
+                    raise ConfigError(f"benchmark {item!r} is read from its standard files: pass --data-root DIR "
+                                      f"(expected layout: {PUBLIC_BENCHMARKS[item].layout})")
+                out.append(prepare_public(item, public_root, cache_dir))
+                continue
+            known = ["demo", *DEMO_SPLITS, *PUBLIC_BENCHMARKS]
+            hint = difflib.get_close_matches(item, known, n=1)
+            raise ConfigError(f"unknown benchmark {item!r}{f'; did you mean {hint[0]!r}?' if hint else ''}. Give a "
+                              f"name ({', '.join(known)}) or a YAML file")
+    if not out:
+        raise ConfigError(f"--bench {spec!r} names no benchmark")
+    names = [b.name for b in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"benchmark names repeat in {spec!r}: {names}")
+    return out
