@@ -279,7 +279,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Held-out evaluation at the end of training."""
+    """Held-out evaluation during and at the end of training (the harness of ``tools/eval.py``)."""
 
     enabled: bool = True
     """Run evaluation after training."""
@@ -296,6 +296,12 @@ class EvalConfig:
     are logged next to the loss as ``eval/<dataset>/<metric>``."""
     every_steps_max_samples: int = 50
     """Records per eval dataset for the periodic evaluations (the final one uses ``max_samples``)."""
+
+    def __post_init__(self) -> None:
+        for key, low in (("max_samples", 1), ("batch_size", 1), ("max_new_tokens", 1), ("every_steps", 0),
+                         ("every_steps_max_samples", 1), ("n_visualise", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"eval.{key}={getattr(self, key)} must be >= {low}")
 
 
 @dataclass

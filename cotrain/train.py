@@ -463,7 +463,11 @@ def finish_model(trainer, processor, cfg: RunConfig, out_dir: Path):
         from cotrain.model.trainable import merge_lora, save_adapter
 
         if main:
+            from cotrain.model.processor import save_processor
+
             log.info("LoRA adapter saved to %s", save_adapter(model, out_dir / "adapter"))
+            # with the processor (training pixel budget), so tools/eval.py --adapter sees training-sized images
+            save_processor(processor, out_dir / "adapter", model.get_base_model().config.model_type)
         if not lora.merge_on_save:
             trainer.accelerator.wait_for_everyone()
             return model, out_dir / "adapter"
@@ -595,7 +599,8 @@ def run_training(cfg: RunConfig) -> dict:
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, data_collator=collate,
                                callbacks=[_epoch_callback(train_ds)])
     if cfg.eval.every_steps and eval_sets:
-        if cfg.train.deepspeed in ("zero3", "zero3_offload") or "zero3" in str(cfg.train.deepspeed or ""):
+        # the resolved stage (a JSON path may hold any stage): ZeRO-3 partitions the weights across ranks
+        if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
             log.warning("eval.every_steps ignored: the ZeRO-3 model is partitioned across ranks; evaluate "
                         "checkpoints with tools/eval.py")
         else:

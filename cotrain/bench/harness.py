@@ -112,14 +112,12 @@ def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
                        classes=o.get("classes"))
     ld = load_dataset(ds)
     n = len(ld.records)
-    limit = o.get("max_samples") or opts.max_samples
-    if limit is not None:
-        n = min(n, int(limit))
+    for limit in (o.get("max_samples"), opts.max_samples):  # the benchmark's and the caller's: the smaller wins
+        if limit is not None:
+            if int(limit) < 1:
+                raise ConfigError(f"benchmark {bench.name!r}: max_samples={limit} must be >= 1")
+            n = min(n, int(limit))
     records = [read_record(ld, i) for i in range(n)]
-    for i, rec in enumerate(records):
-        if bench.task == "mixed" and rec["task"] not in TASK_METRIC:
-            raise ConfigError(f"benchmark {bench.name!r}: record {rec.get('id')!r} has task {rec['task']!r}, which "
-                              f"has no metric (scored tasks: {', '.join(sorted(set(TASK_METRIC) - {'mixed'}))})")
     data_cfg = DataConfig(seed=opts.seed, min_pixels=limits.min_pixels, max_pixels=limits.max_pixels,
                           max_length=10**9)
     builder = SampleBuilder(None, backend.family, data_cfg)  # conversations only: the backend encodes
@@ -127,10 +125,21 @@ def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
     return Prepared(bench, records, ld, builder, limits, sampling)
 
 
+def weights_fingerprint(path: str | os.PathLike | None) -> dict | None:
+    """Names, sizes and mtimes of a model or adapter directory's weight files: a retrained model in the same
+    directory must not be served answers cached for the old one."""
+    if not path:
+        return None
+    d = Path(path)
+    files = sorted(f for f in d.iterdir() if f.suffix in (".safetensors", ".bin", ".pt")) if d.is_dir() else []
+    return {"path": str(d.resolve()), "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
+
+
 def cache_key(p: Prepared, opts: EvalOptions) -> dict:
     """Everything a cached answer depends on; a mismatch means the cache is for another evaluation."""
     st = os.stat(p.bench.records)
-    return {"version": CACHE_VERSION, "model": opts.model_key, "benchmark": asdict(p.bench),
+    bench = {k: v for k, v in asdict(p.bench).items() if k not in ("description", "source")}  # prose, not data
+    return {"version": CACHE_VERSION, "model": opts.model_key, "benchmark": bench,
             "records": {"size": st.st_size, "mtime_ns": st.st_mtime_ns}, "limits": asdict(p.limits),
             "sampling": asdict(p.sampling), "seed": opts.seed}
 
@@ -153,11 +162,17 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _cached_rows(bdir: Path) -> dict[int, dict]:
+def _cached_rows(bdir: Path, records: list[dict]) -> dict[int, dict]:
+    """Cached answers of the records being evaluated now (rows beyond a smaller --max-samples, or whose
+    id no longer matches the record at that index, are left out; skips are retried)."""
     rows: dict[int, dict] = {}
     for path in [bdir / "results.jsonl", *sorted(bdir.glob("cache-rank*.jsonl"))]:
         for r in read_rows(path):
-            rows[int(r["index"])] = r
+            i = int(r.get("index", -1))
+            if 0 <= i < len(records) and r.get("id") == str(records[i]["id"]) and not r.get("error"):
+                rows[i] = r
+            elif 0 <= i < len(records) and r.get("error"):
+                rows.setdefault(i, r)  # kept unless a later answer exists; retried below
     return rows
 
 
@@ -213,7 +228,7 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
     p = prepare(bench, backend, opts)
     bdir = Path(out_dir) / bench.name
     _check_cache(bdir, cache_key(p, opts), opts.overwrite, rank, world_size)
-    done = _cached_rows(bdir)
+    done = {i for i, r in _cached_rows(bdir, p.records).items() if not r.get("error")}
     _barrier(world_size)  # every rank has read the caches before any rank appends to its own
     todo = [i for i in range(len(p.records)) if i not in done][rank::world_size]
     if done:
@@ -234,6 +249,10 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
         for start in range(0, len(todo), opts.chunk_size):
             chunk, reqs = [], []
             for i in todo[start:start + opts.chunk_size]:
+                if p.records[i]["task"] not in TASK_METRIC:  # e.g. a conversation record in a mixed set
+                    f.write(json.dumps({"index": i, "id": str(p.records[i]["id"]), "task": p.records[i]["task"],
+                                        "error": "no_metric", "response": ""}) + "\n")
+                    continue
                 try:
                     req, _ = build_request(p, i, p.records[i])
                 except BadRecordError as e:  # e.g. an image too large for the pixel limits
@@ -253,9 +272,9 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
     _barrier(world_size)
     if rank != 0:
         return None
-    rows = sorted(_cached_rows(bdir).values(), key=lambda r: r["index"])
+    rows = sorted(_cached_rows(bdir, p.records).values(), key=lambda r: r["index"])
     missing = len(p.records) - len(rows)
-    if missing:
+    if missing > 0:
         raise RuntimeError(f"{bench.name}: {missing} samples have no answer after every rank finished; rerun to "
                            "continue")
     _write_jsonl(bdir / "results.jsonl", rows)
@@ -323,24 +342,41 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+def flat_results(results: dict[str, dict]) -> dict[str, dict]:
+    """One entry per benchmark, or per task of a mixed benchmark (``name/task``), each with its own metric."""
+    from cotrain.bench.registry import TASK_METRIC
+
+    out = {}
+    for name, m in results.items():
+        if "by_task" not in m:
+            out[name] = m
+            continue
+        for task, sub in m["by_task"].items():
+            out[f"{name}/{task}"] = {**sub, "task": task, "metric": TASK_METRIC[task], "skipped": {}}
+        out[name] = {k: v for k, v in m.items() if k != "by_task"}  # its skips and counts
+    return out
+
+
 def report_markdown(results: dict[str, dict], model_key: dict | None = None) -> str:
     """``report.md``: what was evaluated, then a table per benchmark (headline numbers first)."""
     lines = ["# cotrain evaluation report", ""]
     if model_key:
-        lines += [f"- {k}: `{v}`" for k, v in model_key.items()] + [""]
+        lines += [f"- {k}: `{v['path'] if isinstance(v, dict) and 'path' in v else v}`" for k, v in model_key.items()]
+        lines.append("")
+    results = flat_results(results)
     lines += ["| benchmark | task | metric | n | skipped | headline |", "|---|---|---|---|---|---|"]
     for name, m in results.items():
         head = HEADLINE.get(m["metric"], [])
-        first = next((k for k in head if k in m), None)
-        lines.append(f"| {name} | {m['task']} | {m['metric']} | {m['n']} | {sum(m['skipped'].values())} | "
-                     f"{first} {_fmt(m.get(first)) if first else ''} |")
+        first = next((k for k in head if m.get(k) is not None), None)
+        lines.append(f"| {name} | {m['task']} | {m['metric']} | {m['n']} | {sum(m.get('skipped', {}).values())} | "
+                     f"{f'{first} {_fmt(m[first])}' if first else '-'} |")
     for name, m in results.items():
         lines += ["", f"## {name}", "", "| metric | value |", "|---|---|"]
         keys = [k for k in HEADLINE.get(m["metric"], []) if k in m]
         keys += [k for k in sorted(m) if k not in keys and k not in ("benchmark", "task", "metric", "skipped", "parse")
                  and not isinstance(m[k], (dict, list))]
         lines += [f"| {k} | {_fmt(m[k])} |" for k in keys]
-        if m["skipped"]:
+        if m.get("skipped"):
             lines.append("| skipped | " + ", ".join(f"{r}: {n}" for r, n in sorted(m["skipped"].items())) + " |")
         if m.get("parse"):
             lines.append("| parse | " + ", ".join(f"{k}: {v}" for k, v in m["parse"].items() if v) + " |")

@@ -78,10 +78,11 @@ DEMO_SPLITS = {
     "syn_vqa": ("syn_vqa", "vqa", {}),
     "syn_mcq": ("syn_mcq", "mcq", {}),
     "syn_grounding": ("syn_grounding", "grounding", {"box_format": "hbb"}),
-    "syn_cap_rgb": ("syn_cap_rgb", "captioning", {"max_new_tokens": 64}),
-    "syn_cap_ir": ("syn_cap_ir", "captioning", {"max_new_tokens": 64}),
-    "syn_cap_dual": ("syn_cap_dual", "captioning", {"max_new_tokens": 64}),
-    "syn_det": ("syn_det", "detection", {"box_format": "quad", "max_new_tokens": 256}),
+    # the tiny demo tokenizer is byte-level (one token per character): long answers need room
+    "syn_cap_rgb": ("syn_cap_rgb", "captioning", {"max_new_tokens": 256}),
+    "syn_cap_ir": ("syn_cap_ir", "captioning", {"max_new_tokens": 256}),
+    "syn_cap_dual": ("syn_cap_dual", "captioning", {"max_new_tokens": 384}),
+    "syn_det": ("syn_det", "detection", {"box_format": "quad", "max_new_tokens": 1024}),
     "syn_zoom": ("syn_zoom", "zoom_vqa", {}),
 }
 """The synthetic demo splits (``tools/make_demo_data.py``), evaluated on their ``test`` split by default."""

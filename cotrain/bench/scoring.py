@@ -67,6 +67,9 @@ def score_sample(metric: str, record: dict, response: str, *, images: list[dict]
         h, w = img["resized"]
         kind = "rotated" if "quad" in target or "obb" in target else "hbb"
         box_format = options.get("box_format", "quad")
+        if box_format == "hbb" and kind == "rotated":
+            # the prompt asked for (and training taught) the enclosing axis-aligned box of a rotated target
+            target, kind = enclosing_hbb(target), "hbb (enclosing a rotated target)"
         values = codec.parse(text, box_format)
         if values is None:
             return {"iou": 0.0, "parsed": False, "kind": kind}
@@ -155,6 +158,25 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
     return out
 
 
+def _enclosing_quad(q):
+    import numpy as np
+
+    xs, ys = q[0::2], q[1::2]
+    x1, y1, x2, y2 = float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys))
+    return np.array([x1, y1, x2, y1, x2, y2, x1, y2], dtype=np.float64)
+
+
+def enclosing_hbb(box: dict) -> dict:
+    """The axis-aligned box enclosing an hbb / quad / obb box dict."""
+    from cotrain.boxes import obb_to_quad
+
+    if "hbb" in box:
+        return {"hbb": list(box["hbb"])}
+    q = box["quad"] if "quad" in box else obb_to_quad(box["obb"])
+    xs, ys = q[0::2], q[1::2]
+    return {"hbb": [min(xs), min(ys), max(xs), max(ys)]}
+
+
 def _detection_summary(rows: list[dict], records: dict[int, dict], *, codec: BoxCodec, options: dict) -> dict:
     # detection/ owns parsing and APnc; it imports cotrain, so import it only here
     from detection.metrics import IOU_THRS_50_95, apnc
@@ -162,8 +184,9 @@ def _detection_summary(rows: list[dict], records: dict[int, dict], *, codec: Box
     from detection.records import record_quad
     from detection.types import GT
 
-    classes = sorted({o["label"] for i in records for o in records[i]["objects"]}
-                     | {c for i in records for c in records[i].get("classes") or []})
+    mine = [records[r["index"]] for r in rows]  # a mixed set holds other tasks' records too
+    classes = sorted({o["label"] for rec in mine for o in rec["objects"]} | {c for rec in mine for c in rec.get("classes") or []})
+    hbb = options.get("box_format", "quad") == "hbb"
     norm = LabelNormaliser(classes, None, None)
     dets, gts = {}, {}
     summary = ParseSummary()
@@ -177,7 +200,9 @@ def _detection_summary(rows: list[dict], records: dict[int, dict], *, codec: Box
                                 normaliser=norm, drop_repeats=False)
         summary.add(rid, parsed.diagnostics)
         dets[rid] = parsed.objects
-        gts[rid] = [GT(o["label"], record_quad(o), int(o.get("difficult", 0))) for o in rec["objects"]]
+        # hbb answers are scored against each object's enclosing axis-aligned box (DOTA's HBB task)
+        gts[rid] = [GT(o["label"], _enclosing_quad(record_quad(o)) if hbb else record_quad(o), int(o.get("difficult", 0)))
+                    for o in rec["objects"]]
     res = apnc(dets, gts, classes, iou_thrs=IOU_THRS_50_95)
     return {"APnc50": res.map_at(0.5), "APnc75": res.map_at(0.75), "APnc50:95": res.map_mean,
             "objects_parsed": int(sum(len(v) for v in dets.values())),

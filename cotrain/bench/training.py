@@ -18,6 +18,9 @@ from cotrain.inference.base import PixelLimits
 
 log = logging.getLogger(__name__)
 
+MIN_NEW_TOKENS = {"detection": 256, "captioning": 64, "mixed": 256}
+"""Generation limit at least this long for tasks whose answers are long."""
+
 HEADLINE_KEYS = ("accuracy", "acc@0.5", "miou", "instruction_following", "CIDEr", "BLEU-4", "APnc50",
                  "counting_mae", "accuracy_yes_no")
 
@@ -26,13 +29,17 @@ def benchmarks_for(eval_sets, eval_cfg) -> list[Benchmark]:
     """One benchmark per eval dataset: its records, options and the class list shared with training."""
     out = []
     for ld in eval_sets:
-        tasks = {r["task"] for r in ld.records[:eval_cfg.max_samples]}
-        task = tasks.pop() if len(tasks) == 1 else "mixed"
+        # the whole file decides (the harness declares the task to load_dataset, which checks every record)
+        tasks = {ld.cfg.task} if ld.cfg.task else {r["task"] for r in ld.records}
+        task = next(iter(tasks)) if len(tasks) == 1 else "mixed"
         if task not in TASK_METRIC:
             log.warning("eval dataset %r: task %r has no metric; not evaluated", ld.cfg.name, task)
             continue
+        limit = min(eval_cfg.max_samples, ld.cfg.max_samples or eval_cfg.max_samples)
+        # long answers (object lists, captions) need room, or every answer is scored cut off
+        tokens = max([eval_cfg.max_new_tokens, *(MIN_NEW_TOKENS.get(t, 0) for t in ({task} | tasks))])
         options = {"box_format": ld.cfg.box_format, "prompt_style": ld.cfg.prompt_style,
-                   "max_new_tokens": eval_cfg.max_new_tokens, "max_samples": eval_cfg.max_samples}
+                   "max_new_tokens": tokens, "max_samples": limit}
         if ld.classes:
             options["classes"] = list(ld.classes)
         for key in ("min_pixels", "max_pixels"):
@@ -69,7 +76,7 @@ def run_eval(model, processor, family, data_cfg, eval_cfg, eval_sets, out_dir: P
     benches = benchmarks_for(eval_sets, eval_cfg)
     if max_samples is not None:
         for b in benches:
-            b.options["max_samples"] = max_samples
+            b.options["max_samples"] = min(max_samples, b.options["max_samples"])
     backend = live_backend(model, processor, family, data_cfg, eval_cfg.batch_size)
     # the model changes between calls: never reuse answers cached by an earlier evaluation
     opts = EvalOptions(max_new_tokens=eval_cfg.max_new_tokens, seed=data_cfg.seed, overwrite=True, progress=progress,

@@ -77,6 +77,25 @@ class PixelLimits:
         return cls(int(lo or family.default_min_pixels), int(hi or family.default_max_pixels), family.factor)
 
 
+def limits_in_directory(path: str | Path, family) -> PixelLimits | None:
+    """Pixel limits recorded in a directory's processor files (a checkpoint or a LoRA adapter dir), if any."""
+    p = Path(path)
+    for name, key in (("processor_config.json", "image_processor"), ("preprocessor_config.json", None)):
+        f = p / name
+        if not f.is_file():
+            continue
+        try:
+            cfg = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        cfg = cfg.get(key, {}) if key else cfg
+        size = cfg.get("size") or {}
+        lo, hi = size.get("shortest_edge", cfg.get("min_pixels")), size.get("longest_edge", cfg.get("max_pixels"))
+        if lo and hi:
+            return PixelLimits(int(lo), int(hi), family.factor)
+    return None
+
+
 def resized_size(width: int, height: int, limits: PixelLimits) -> tuple[int, int]:
     """(h, w) an image of ``width`` x ``height`` is given to the model at (``smart_resize``)."""
     return tuple(smart_resize(int(height), int(width), factor=limits.factor, min_pixels=limits.min_pixels,

@@ -58,6 +58,15 @@ class HFBackend:
             from cotrain.model.trainable import load_with_adapter, merge_lora
 
             model = merge_lora(load_with_adapter(model, adapter))
+            # a cotrain LoRA run saves its processor (with the training pixel budget) beside the adapter;
+            # the base checkpoint's budget would show the model other image sizes than it trained on
+            if limits is None:
+                from cotrain.inference.base import limits_in_directory
+
+                limits = limits_in_directory(adapter, family)
+                if limits is None:
+                    log.warning("adapter %s records no pixel budget: using the base checkpoint's; pass --max-pixels "
+                                "to match training", adapter)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         log.info("HF backend: %s on %s (batch %d)", Path(path).name, device, batch_size)

@@ -103,7 +103,12 @@ def build_vllm_inputs(request: GenerationRequest, encoder, limits: PixelLimits) 
     if order:
         pil = load_request_images(request)
         out["multi_modal_data"] = {"image": [pil[i] for i in order]}
-    out["mm_processor_kwargs"] = {"min_pixels": int(limits.min_pixels), "max_pixels": int(limits.max_pixels)}
+    # The request's sizes may come from a benchmark's own limits, not the backend's: pin vLLM's
+    # budget to the sizes actually sent (each is a multiple of the factor, so its resize is the identity).
+    areas = [int(img["resized"][0]) * int(img["resized"][1]) for img in request.images]
+    lo = min([int(limits.min_pixels), *areas])
+    hi = max([int(limits.max_pixels), *areas])
+    out["mm_processor_kwargs"] = {"min_pixels": lo, "max_pixels": hi}
     return out
 
 

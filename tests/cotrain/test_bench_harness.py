@@ -118,16 +118,17 @@ def test_vqa_mcq_grounding_numbers(data_root, tmp_path):
     m = run_benchmark(g, Scripted(box_answer), tmp_path / "o", EvalOptions(progress=False))
     assert m["parse_rate"] == 1.0
     rows = [json.loads(x) for x in (tmp_path / "o" / "syn_grounding" / "results.jsonl").read_text().splitlines()]
-    from shapely.geometry import Polygon, box
+    from shapely.geometry import box
 
+    assert m["acc@0.5"] == 1.0  # a gold answer is right for rotated targets too
     for r in rows:  # expected IoU by shapely, from the answer mapped back to original pixels by hand
         t = grec[r["index"]]["target"]
         img = r["images"][0]
         sx, sy = img["resized"][1] / img["width"], img["resized"][0] / img["height"]
         x1, y1, x2, y2 = (float(v) for v in r["response"].strip("[]").split(","))
         pred = box(x1 / sx, y1 / sy, x2 / sx, y2 / sy)
-        q = t["quad"] if "quad" in t else [t["hbb"][i] for i in (0, 1, 2, 1, 2, 3, 0, 3)]
-        poly = Polygon(list(zip(q[0::2], q[1::2])))
+        # box_format hbb: a rotated target is scored as its enclosing axis-aligned box (what training teaches)
+        poly = box(*_hbb_of(t["quad"])) if "quad" in t else box(*t["hbb"])
         assert r["score"]["iou"] == pytest.approx(poly.intersection(pred).area / poly.union(pred).area, abs=1e-6)
     m = run_benchmark(g, Scripted(lambda r: "somewhere on the left"), tmp_path / "o2", EvalOptions(progress=False))
     assert (m["acc@0.5"], m["miou"], m["parse_rate"]) == (0.0, 0.0, 0.0)
@@ -238,3 +239,61 @@ def test_torchrun_two_ranks_equal_one_process(data_root, tmp_path):
     mb = json.loads((tmp_path / "two" / "metrics.json").read_text())
     drop = lambda m: {k: v for k, v in m.items() if k != "samples_per_s_this_run"}  # noqa: E731
     assert {k: drop(v) for k, v in ma.items()} == {k: drop(v) for k, v in mb.items()}
+
+
+def test_cache_survives_prose_changes_and_smaller_max_samples(data_root, tmp_path):
+    bench = _bench(data_root, "syn_cls", "classification")
+    records = read_records(bench.records)
+    run_benchmark(bench, Scripted(lambda r: records[int(r.id)]["label"]), tmp_path, EvalOptions(progress=False))
+    bench.description = "converted 10 records (cached)"  # public benchmarks change their prose between runs
+    idle = Scripted(lambda r: "x")
+    m = run_benchmark(bench, idle, tmp_path, EvalOptions(progress=False))
+    assert idle.calls == 0 and m["accuracy"] == 1.0
+    m = run_benchmark(bench, idle, tmp_path, EvalOptions(progress=False, max_samples=3))
+    assert idle.calls == 0 and m["n"] == 3 and m["records"] == 3
+    with pytest.raises(ConfigError, match="max_samples=0"):
+        run_benchmark(bench, idle, tmp_path, EvalOptions(progress=False, max_samples=0))
+
+
+def test_mixed_benchmark_scores_each_task_and_skips_unscored_ones(data_root, tmp_path):
+    from cotrain.bench.harness import flat_results
+
+    rows = []
+    for name in ("syn_cls", "syn_det", "syn_conv"):
+        rows += [json.loads(x) for x in (data_root / "records" / f"{name}_test.jsonl").read_text().splitlines()[:3]]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bench = Benchmark(name="mix", records=str(path), image_root=str(data_root), task="mixed")
+    res = evaluate([bench], Scripted(lambda r: "There are none."), tmp_path / "out", EvalOptions(progress=False))
+    m = res["mix"]
+    assert set(m["by_task"]) == {"classification", "detection"}
+    n_conv = sum(r["task"] == "conversation" for r in rows)
+    assert n_conv > 0 and m["skipped"] == {"no_metric": n_conv}  # the conversation records: counted, not a crash
+    assert m["by_task"]["classification"]["accuracy"] == 0.0
+    assert m["by_task"]["detection"]["APnc50"] == 0.0 and m["by_task"]["detection"]["objects_parsed"] == 0
+    flat = flat_results(res)
+    assert {"mix/classification", "mix/detection"} <= set(flat)
+    report = (tmp_path / "out" / "report.md").read_text()
+    n_det = sum(r["task"] == "detection" for r in rows)
+    assert f"| mix/detection | detection | detection | {n_det} | 0 | APnc50 0.0000 |" in report and "None" not in report
+
+
+def test_vllm_inputs_cover_a_benchmark_budget_above_the_backends(data_root, tmp_path):
+    from cotrain.data.encoder import ChatEncoder
+    from cotrain.inference.vllm import build_vllm_inputs
+    from cotrain.model.processor import build_offline_processor
+
+    fam = get_family("qwen2_5_vl")
+    bench = _bench(data_root, "syn_cls", "classification", max_pixels=200704)  # 4x the backend's budget
+    backend = Scripted(lambda r: "")
+    from cotrain.bench.harness import build_request, prepare
+
+    p = prepare(bench, backend, EvalOptions(max_samples=2, progress=False))
+    req, _ = build_request(p, 0, p.records[0])
+    h, w = req.images[0]["resized"]
+    assert h * w > backend.limits.max_pixels  # the request really is bigger than the backend's budget
+    inputs = build_vllm_inputs(req, ChatEncoder(build_offline_processor("qwen2_5_vl"), fam), backend.limits)
+    kw = inputs["mm_processor_kwargs"]
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize
+
+    assert hf_smart_resize(h, w, factor=28, min_pixels=kw["min_pixels"], max_pixels=kw["max_pixels"]) == (h, w)

@@ -37,7 +37,8 @@ def test_full_recipe_runs_under_torchrun_on_cpu(tmp_path):
            "model.attn_implementation=auto", "train.bf16=false", "train.deepspeed=null",
            "data.max_length=1024", "data.min_pixels=3136", "data.max_pixels=50176", "data.num_workers=0",
            "train.max_steps=3", "train.logging_steps=1", "train.grad_accum=2", "train.save_steps=2",
-           "train.learning_rate=1e-3", "eval.max_samples=4", "eval.batch_size=4", "eval.max_new_tokens=8"]
+           "train.learning_rate=1e-3", "eval.max_samples=4", "eval.batch_size=4", "eval.max_new_tokens=8",
+           "eval.every_steps=2", "eval.every_steps_max_samples=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -47,4 +48,11 @@ def test_full_recipe_runs_under_torchrun_on_cpu(tmp_path):
     # both ranks trained on different packs: every task of the mix was seen across the run
     assert {"classification", "vqa", "grounding"} <= set(s["samples_by_task"])
     assert (out / "checkpoints" / "checkpoint-2" / "cotrain_state.json").is_file()
+    # periodic evaluation, sharded over both ranks through the harness, logged next to the loss
+    live = [json.loads(x) for x in (out / "log_history.jsonl").read_text().splitlines()]
+    evals = [h for h in live if "eval/aid/accuracy" in h]
+    assert [h["step"] for h in evals] == [2] and "eval/dior_rsvg/acc@0.5" in evals[0]
+    assert {h["step"] for h in live if "loss" in h} == {1, 2, 3}
+    rows = (out / "evals" / "step-2" / "aid" / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["index"] for r in rows) == [0, 1, 2, 3]  # each sample once across the ranks
     assert "packing epoch 0" in proc.stderr and "attn_implementation 'auto' -> sdpa" in proc.stderr

@@ -171,3 +171,25 @@ def test_predict_to_jsonl_writes_responses_and_counts_skips(ckpt, tmp_path):
     lim = PixelLimits(get_family("qwen2_5_vl").default_min_pixels, 256 * 28 * 28, 28)
     assert rows[0]["resized"] == list(resized_size(120, 90, lim)) and rows[0]["orig_wh"] == [120, 90]
     assert rows[0]["box_convention"] == "abs"
+
+
+def test_adapter_directory_carries_the_training_pixel_budget(ckpt, tmp_path):
+    from cotrain.config import ModelConfig
+    from cotrain.model.processor import build_offline_processor, save_processor
+    from cotrain.model.tiny import build_tiny_model
+    from cotrain.model.trainable import apply_lora, save_adapter
+
+    cfg = ModelConfig()
+    cfg.lora.enabled = True
+    adapter = save_adapter(apply_lora(build_tiny_model("qwen2_5_vl", seed=3, hidden_size=64), cfg), tmp_path / "ad")
+    save_processor(build_offline_processor("qwen2_5_vl", min_pixels=3136, max_pixels=12544), adapter, "qwen2_5_vl")
+    be = HFBackend.from_checkpoint(ckpt, adapter=adapter, device="cpu")
+    assert (be.limits.min_pixels, be.limits.max_pixels) == (3136, 12544)
+
+
+def test_eval_config_rejects_impossible_values():
+    from cotrain.config import EvalConfig
+
+    for bad in ({"max_samples": 0}, {"every_steps": -1}, {"every_steps_max_samples": 0}, {"max_new_tokens": 0}):
+        with pytest.raises(ConfigError, match=f"eval.{next(iter(bad))}="):
+            EvalConfig(**bad)
