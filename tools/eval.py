@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
-    from cotrain.bench.harness import EvalOptions, evaluate
+    from cotrain.bench.harness import EvalOptions, evaluate, weights_fingerprint
     from cotrain.bench.registry import resolve_benchmarks
     from cotrain.inference import PixelLimits, load_backend
 
@@ -99,8 +99,8 @@ def main(argv=None) -> int:
         out = Path(args.out or Path("outputs/eval") / Path(args.model).resolve().name)
         opts = EvalOptions(max_samples=args.max_samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
                            overwrite=args.overwrite, progress=not args.no_progress,
-                           model_key={"model": str(Path(args.model).resolve()), "adapter": args.adapter and
-                                      str(Path(args.adapter).resolve()), "backend": args.backend,
+                           model_key={"model": weights_fingerprint(args.model),
+                                      "adapter": weights_fingerprint(args.adapter), "backend": args.backend,
                                       "dtype": args.dtype})
         results = evaluate(benches, backend, out, opts, rank=rank, world_size=world)
     except CotrainError as e:
@@ -117,8 +117,10 @@ def main(argv=None) -> int:
             pass
     if rank == 0:
         print(f"wrote {out / 'report.md'}, {out / 'metrics.json'}")
+        from cotrain.bench.harness import flat_results
+
         print("EVAL_RESULT " + json.dumps({k: {m: v for m, v in r.items() if isinstance(v, (int, float))}
-                                          for k, r in results.items()}))
+                                          for k, r in flat_results(results).items()}))
     return 0
 
 
