@@ -118,11 +118,10 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
     lines += ["## Held-out evaluation", "", "Per-sample answers and scores: `eval/<dataset>/results.jsonl`; "
               "the harness's own tables: `eval/report.md`.", "", "| dataset | task | n | score | baseline | notes |",
               "|---|---|---|---|---|---|"]
-    rows = []
-    for name, m in metrics.items():  # a mixed-task dataset gets a row per task
-        rows += [(f"{name} ({t})", sub) for t, sub in m["by_task"].items()] if "by_task" in m else [(name, m)]
-    for name, m in rows:
-        headline = next((k for k in ("accuracy", "acc@0.5", "CIDEr", "APnc50") if k in m), None)
+    from cotrain.bench.harness import flat_results, headline_key
+
+    for name, m in flat_results(metrics).items():  # a mixed-task dataset gets a row per task
+        headline = headline_key(m)
         acc = f"{headline} {m[headline]:.3f}" if headline else "-"
         base = ", ".join(f"{label} {m[k]:.3f}" for k, label in (("chance", "chance"), ("majority_baseline", "majority"))
                          if k in m) or "-"

@@ -51,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if s is None:  # a rank > 0 under torchrun: rank 0 prints the summary
         return 0
     print(f"\ndone: {s['steps']} steps in {s['train_seconds']:.0f} s, loss {s['first_loss']} -> {s['last_loss']}")
+    from cotrain.bench.harness import headline_key
+
     for name, m in result["eval"].items():
         extra = f" (chance {m['chance']:.3f})" if "chance" in m else ""
-        key = next((k for k in ("accuracy", "acc@0.5", "CIDEr", "APnc50") if k in m), None)
+        key = headline_key(m)
         if key:
             print(f"  {name:<16} {m['task']:<14} {key} {m[key]:.3f}{extra}")
     print(f"report: {Path(cfg.train.output_dir) / 'report.md'}")

@@ -204,6 +204,11 @@ def build_request(p: Prepared, index: int, record: dict) -> tuple[GenerationRequ
     return req, conv
 
 
+def _error_row(index: int, record: dict, reason: str) -> dict:
+    """A sample that got no answer: counted as a skip by reason, retried by a rerun."""
+    return {"index": index, "id": str(record["id"]), "task": record["task"], "error": reason, "response": ""}
+
+
 def _row(p: Prepared, index: int, record: dict, req: GenerationRequest, resp, codec) -> dict:
     from cotrain.evaluation import user_text
 
@@ -213,8 +218,7 @@ def _row(p: Prepared, index: int, record: dict, req: GenerationRequest, resp, co
            "images": [{"width": int(i["width"]), "height": int(i["height"]), "resized": list(i["resized"])}
                       for i in req.images]}
     if resp.error:
-        row["error"] = resp.error
-        return row
+        return {**row, **_error_row(index, record, resp.error)}
     metric = p.bench.metric if p.bench.metric != "mixed" else TASK_METRIC[record["task"]]
     row["score"] = score_sample(metric, record, resp.text, images=req.images, codec=codec,
                                 options=p.bench.options)
@@ -250,14 +254,12 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
             chunk, reqs = [], []
             for i in todo[start:start + opts.chunk_size]:
                 if p.records[i]["task"] not in TASK_METRIC:  # e.g. a conversation record in a mixed set
-                    f.write(json.dumps({"index": i, "id": str(p.records[i]["id"]), "task": p.records[i]["task"],
-                                        "error": "no_metric", "response": ""}) + "\n")
+                    f.write(json.dumps(_error_row(i, p.records[i], "no_metric")) + "\n")
                     continue
                 try:
                     req, _ = build_request(p, i, p.records[i])
                 except BadRecordError as e:  # e.g. an image too large for the pixel limits
-                    f.write(json.dumps({"index": i, "id": str(p.records[i]["id"]), "task": p.records[i]["task"],
-                                        "error": e.reason, "response": ""}) + "\n")
+                    f.write(json.dumps(_error_row(i, p.records[i], e.reason)) + "\n")
                     continue
                 chunk.append(i)
                 reqs.append(req)
@@ -331,9 +333,14 @@ HEADLINE = {
     "vqa": ["accuracy", "accuracy_yes_no", "accuracy_number", "accuracy_other", "counting_mae", "majority_baseline"],
     "mcq": ["accuracy", "instruction_following", "chance"],
     "grounding": ["acc@0.5", "acc@0.7", "acc@0.9", "miou", "parse_rate"],
-    "captioning": ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"],
+    "captioning": ["CIDEr", "BLEU-1", "BLEU-4", "METEOR", "ROUGE-L"],
     "detection": ["APnc50", "APnc75", "APnc50:95", "objects_parsed", "objects_gt"],
 }
+
+
+def headline_key(m: dict) -> str | None:
+    """The first headline number a benchmark's metrics have (None when it has none, e.g. n = 0)."""
+    return next((k for k in HEADLINE.get(m.get("metric", ""), []) if m.get(k) is not None), None)
 
 
 def _fmt(v: Any) -> str:
@@ -366,8 +373,7 @@ def report_markdown(results: dict[str, dict], model_key: dict | None = None) -> 
     results = flat_results(results)
     lines += ["| benchmark | task | metric | n | skipped | headline |", "|---|---|---|---|---|---|"]
     for name, m in results.items():
-        head = HEADLINE.get(m["metric"], [])
-        first = next((k for k in head if m.get(k) is not None), None)
+        first = headline_key(m)
         lines.append(f"| {name} | {m['task']} | {m['metric']} | {m['n']} | {sum(m.get('skipped', {}).values())} | "
                      f"{f'{first} {_fmt(m[first])}' if first else '-'} |")
     for name, m in results.items():

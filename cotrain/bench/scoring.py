@@ -158,14 +158,6 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
     return out
 
 
-def _enclosing_quad(q):
-    import numpy as np
-
-    xs, ys = q[0::2], q[1::2]
-    x1, y1, x2, y2 = float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys))
-    return np.array([x1, y1, x2, y1, x2, y2, x1, y2], dtype=np.float64)
-
-
 def enclosing_hbb(box: dict) -> dict:
     """The axis-aligned box enclosing an hbb / quad / obb box dict."""
     from cotrain.boxes import obb_to_quad
@@ -201,7 +193,7 @@ def _detection_summary(rows: list[dict], records: dict[int, dict], *, codec: Box
         summary.add(rid, parsed.diagnostics)
         dets[rid] = parsed.objects
         # hbb answers are scored against each object's enclosing axis-aligned box (DOTA's HBB task)
-        gts[rid] = [GT(o["label"], _enclosing_quad(record_quad(o)) if hbb else record_quad(o), int(o.get("difficult", 0)))
+        gts[rid] = [GT(o["label"], record_quad(enclosing_hbb(o) if hbb else o), int(o.get("difficult", 0)))
                     for o in rec["objects"]]
     res = apnc(dets, gts, classes, iou_thrs=IOU_THRS_50_95)
     return {"APnc50": res.map_at(0.5), "APnc75": res.map_at(0.75), "APnc50:95": res.map_mean,

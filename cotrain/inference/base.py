@@ -187,10 +187,3 @@ def load_request_images(request: GenerationRequest) -> list[Image.Image]:
 def request_error(request: GenerationRequest, exc: BadRecordError) -> GenerationResponse:
     """The response for a request whose input cannot be used (counted by the caller)."""
     return GenerationResponse(id=request.id, text="", finish_reason="error", error=exc.reason or "bad_input")
-
-
-def write_requests_jsonl(requests: list[GenerationRequest], path: str | Path) -> None:
-    """Dump requests as plain JSON lines (debugging, and handing work to another process)."""
-    with open(path, "w", encoding="utf-8") as f:
-        for r in requests:
-            f.write(json.dumps(r.plain(), default=str) + "\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from cotrain.errors import BadRecordError, ModelLoadError
+from cotrain.errors import BadRecordError
 from cotrain.inference.base import (GenerationRequest, GenerationResponse, PixelLimits, load_request_images,
                                     request_error)
 
@@ -134,13 +134,3 @@ class HFBackend:
             if was_training:
                 self.model.train()
         return [responses[i] for i in range(len(requests))]
-
-
-def check_model_dir(path: str | os.PathLike) -> None:
-    """Raise ModelLoadError early (before any weights load) for a directory that cannot serve as a model."""
-    from cotrain.model.loader import _check_directory
-
-    _check_directory(Path(path))
-
-
-__all__ = ["HFBackend", "check_model_dir", "ModelLoadError"]
