@@ -182,6 +182,7 @@ class ZoomChain:
         self.limits = limits or backend.limits
         self.codec = BoxCodec.for_family(backend.family)
         self.sampling = SamplingParams(max_new_tokens=self.cfg.max_new_tokens)
+        self._overviews: dict = {}
         f2 = self.limits.factor ** 2
         self.overview_pixels = self.cfg.overview_max_pixels or max(
             self.limits.min_pixels, min(self.limits.max_pixels, self.cfg.token_budget // 4 * f2))
@@ -193,7 +194,10 @@ class ZoomChain:
 
         try:
             img = open_uhr(q.image)
-            overview, _ = img.overview(self.overview_pixels)
+            key = (str(Path(q.image).resolve()), self.overview_pixels)
+            if key not in self._overviews:  # many questions share one large image: decimate it once
+                self._overviews[key] = img.overview(self.overview_pixels)[0]
+            overview = self._overviews[key]
             state = _State(q, img, overview, self.limits, self.cfg, self.overview_pixels)
         except (ZoomInputError, ImageSizeError) as e:
             log.warning("question %r: %s", q.id, e)

@@ -129,7 +129,7 @@ HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 """PIL modes of 16-bit / 32-bit / float images (common for IR and SAR) that need a stretch, not a clip."""
 
 
-def _stretch_to_8bit(im: Image.Image) -> Image.Image:
+def stretch_to_8bit(im: Image.Image) -> Image.Image:
     """2-98 percentile stretch of a high-bit-depth single-band image to 8 bits (a plain clip
     turns most 16-bit IR images white and float images black)."""
     a = np.asarray(im, dtype=np.float64)
@@ -164,7 +164,7 @@ def open_image(path: str | Path, record_id: str, *, expected_wh: tuple[int, int]
                 im.draft("RGB", tuple(target_wh))
             im.load()
             if im.mode in HIGH_BIT_MODES:
-                rgb = _stretch_to_8bit(im).convert("RGB")
+                rgb = stretch_to_8bit(im).convert("RGB")
             else:
                 rgb = im if im.mode == "RGB" else im.convert("RGB")
             if target_wh is not None and rgb.size != tuple(target_wh):
