@@ -13,7 +13,12 @@ Subcommands:
   open + read (+ crop), best of ``--repeats`` in that process. Both crops are checked identical.
   The file stays in the OS page cache, so this measures decoding, not the disk.
 
+* ``tokens``: visual tokens per question on the synthetic zoom split (8192 px images) when the chain
+  shows the overview plus the evidence windows (the oracle chain, the zoom the training data teaches),
+  against the whole image at native resolution; checks that every crop is given at native resolution.
+
 ``python tools/bench_zoom.py read [--size 20000] [--window 1024]``
+``python tools/bench_zoom.py tokens [--max-pixels 1003520] [--token-budget 4096]``
 """
 
 from __future__ import annotations
@@ -158,6 +163,57 @@ def cmd_read(args) -> None:
         raise SystemExit("the windowed crop differs from the full-decode crop")
 
 
+def cmd_tokens(args) -> None:
+    """Visual tokens per question: zoom chain (overview + the evidence windows at native resolution) vs full resolution."""
+    from cotrain.data.synthetic import ensure_demo_data
+    from cotrain.inference.base import GenerationResponse, PixelLimits
+    from cotrain.model.families import get_family
+    from zoom_chain.controller import ChainConfig, Question, ZoomChain, image_tokens
+    from zoom_chain.evaluate import load_items, oracle_windows
+
+    ensure_demo_data(args.data_root)
+    family = get_family(args.family)
+
+    class AnswerAtOnce:  # the token count does not depend on the answer: no model needed
+        name = "scripted"
+
+        def __init__(self):
+            self.family = family
+            self.limits = PixelLimits(family.default_min_pixels, args.max_pixels, family.factor)
+
+        def generate(self, requests, *, progress=False):
+            return [GenerationResponse(r.id, "answer", "stop", 0, 0) for r in requests]
+
+    items = load_items(Path(args.data_root) / "records" / f"syn_zoom_{args.split}.jsonl", args.data_root)
+    cfg = ChainConfig(max_steps=args.max_steps, token_budget=args.token_budget)
+    questions = [Question(it.question.id, it.question.image, it.question.question,
+                          oracle_windows=oracle_windows(it, cfg.max_steps, factor=family.factor,
+                                                        max_pixels=args.max_pixels)) for it in items]
+    backend = AnswerAtOnce()
+    results = ZoomChain(backend, cfg).run(questions)
+    f = family.factor
+    shares, native, crops, ev_seen = [], 0, 0, 0
+    for it, q, r in zip(items, questions, results):
+        shares.append(r.visual_tokens / r.full_resolution_tokens)
+        for crop in r.crops:
+            crops += 1
+            native += image_tokens(crop.height, crop.width, f) * f * f == crop.width * crop.height
+        # every evidence region lies inside a window shown at native resolution
+        ev_seen += all(any(w[0] <= reg[0] and w[1] <= reg[1] and reg[2] <= w[2] and reg[3] <= w[3]
+                           for w in q.oracle_windows) for reg in it.regions)
+    n = len(results)
+    mean_tokens = sum(r.visual_tokens for r in results) / n
+    full = sum(r.full_resolution_tokens for r in results) / n
+    print(f"{family.name}: {n} questions (synthetic zoom split '{args.split}', images "
+          f"{results[0].image_size[0]}x{results[0].image_size[1]}), overview <= {results[0].overview_resized} px, "
+          f"token budget {args.token_budget}, max_pixels {args.max_pixels}")
+    print(f"  chain (overview + evidence windows): {mean_tokens:.0f} visual tokens / question; full resolution: "
+          f"{full:.0f}; share {mean_tokens / full:.2%} (max {max(shares):.2%}); goal <= 5%: "
+          f"{'met' if max(shares) <= 0.05 else 'MISSED'}")
+    print(f"  crops at native resolution: {native}/{crops}; questions whose every evidence region was seen "
+          f"at native resolution: {ev_seen}/{n}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -168,6 +224,14 @@ def main(argv=None) -> None:
     r.add_argument("--repeats", type=int, default=3, help="windowed reads per process (best time kept)")
     r.add_argument("--out", default=str(ROOT / "outputs" / "bench_zoom"), help="where the test image is cached")
     r.set_defaults(func=cmd_read)
+    t = sub.add_parser("tokens", help="visual tokens per question: zoom chain vs full resolution")
+    t.add_argument("--data-root", default=str(ROOT / "outputs" / "demo_data"))
+    t.add_argument("--split", default="test")
+    t.add_argument("--family", default="qwen2_5_vl")
+    t.add_argument("--max-pixels", type=int, default=1003520, help="per-image pixel budget (default 1280 tokens)")
+    t.add_argument("--token-budget", type=int, default=4096)
+    t.add_argument("--max-steps", type=int, default=3)
+    t.set_defaults(func=cmd_tokens)
     m = sub.add_parser("_measure", help=argparse.SUPPRESS)  # internal: one measurement in a fresh process
     m.add_argument("--route", choices=["window", "full"], required=True)
     m.add_argument("--path", required=True)

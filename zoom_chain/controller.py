@@ -148,7 +148,8 @@ class _State:
         ov_limits = PixelLimits(limits.min_pixels, overview_pixels, limits.factor)
         self.ov_resized = resized_size(w, h, ov_limits)
         self.images = [{"pil": overview, "width": w, "height": h, "resized": list(self.ov_resized)}]
-        text = (P.first_text(q.question) if cfg.zoom else q.question.strip()) + _choices_text(q.choices)
+        question = P.question_text(q.question, q.choices)
+        text = P.first_text(question) if cfg.zoom else question
         self.messages = [{"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": text}]}]
         self.tokens = image_tokens(*self.ov_resized, limits.factor)
         self.zooms = 0
@@ -164,13 +165,6 @@ class _State:
 
     def add(self, role: str, *parts: dict) -> None:
         self.messages.append({"role": role, "content": list(parts)})
-
-
-def _choices_text(choices: list[str] | None) -> str:
-    if not choices:
-        return ""
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    return "\n" + "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(choices))
 
 
 class ZoomChain:

@@ -95,10 +95,9 @@ def correct(item: Item, answer: str) -> bool:
     return vqa_match(answer, item.answer)
 
 
-def oracle_windows(item: Item, max_steps: int) -> list[list[int]]:
-    """The windows training would zoom into for this item's evidence regions."""
-    groups = P.group_regions(item.regions, max(1, max_steps), item.image_wh)
-    return [P.zoom_window(g, item.image_wh) for g in groups]
+def oracle_windows(item: Item, max_steps: int, *, factor: int, max_pixels: int) -> list[list[int]]:
+    """The windows the training data zooms into for this item's evidence regions."""
+    return P.evidence_windows(item.regions, item.image_wh, factor=factor, max_pixels=max_pixels, max_steps=max_steps)
 
 
 def summarise(items: list[Item], results: list[ChainResult]) -> dict:
@@ -154,7 +153,9 @@ def evaluate_zoom(backend, items: list[Item], out_dir: str | Path, *, modes=MODE
                 metrics[mode] = {"skipped": "no evidence regions in these questions (LRS-VQA rows have none)"}
                 continue
             questions = [Question(it.question.id, it.question.image, it.question.question, it.question.choices,
-                                  oracle_windows=oracle_windows(it, cfg.max_steps)) for it in usable]
+                                  oracle_windows=oracle_windows(it, cfg.max_steps, factor=backend.limits.factor,
+                                                                max_pixels=cfg.crop_max_pixels or backend.limits.max_pixels))
+                         for it in usable]
             run_items = usable
         else:
             questions, run_items = [it.question for it in items], items

@@ -44,6 +44,15 @@ RETRY_TEXT = ("Your tool call could not be used ({why}). Reply with one valid to
 _CALL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
 
 
+def question_text(question: str, choices: list[str] | None = None) -> str:
+    """The question as the first turn states it (choices listed the ``zoom_vqa`` task's way)."""
+    from cotrain.tasks import templates as T
+
+    if choices:
+        return T.ZOOM_CHOICES.format(question=question.strip(), choices=", ".join(choices))
+    return question.strip()
+
+
 def first_text(question: str) -> str:
     """Text of the first user turn (after the overview image)."""
     return f"{question.strip()}\n{ZOOM_INSTRUCTION}"
@@ -145,9 +154,10 @@ def zoom_window(regions: list[list[float]], image_wh: tuple[int, int], *, min_si
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     bw = min(w, max((x2 - x1) * (1 + 2 * margin), min_side))
     bh = min(h, max((y2 - y1) * (1 + 2 * margin), min_side))
-    x0 = min(max(0.0, cx - bw / 2), w - bw)
-    y0 = min(max(0.0, cy - bh / 2), h - bh)
-    return [int(math.floor(x0)), int(math.floor(y0)), int(math.ceil(x0 + bw)), int(math.ceil(y0 + bh))]
+    sw, sh = int(math.ceil(bw)), int(math.ceil(bh))  # integer sides first: flooring one end and ceiling the
+    x0 = int(min(max(0.0, math.floor(cx - bw / 2)), w - sw))  # other would add a pixel to every window
+    y0 = int(min(max(0.0, math.floor(cy - bh / 2)), h - sh))
+    return [max(0, x0), max(0, y0), min(w, x0 + sw), min(h, y0 + sh)]
 
 
 def group_regions(regions: list[list[float]], max_calls: int, image_wh: tuple[int, int], *,
@@ -205,3 +215,19 @@ def snap_to_factor(window: list[int], image_wh: tuple[int, int], factor: int) ->
         start = min(max(0, start), size - side)
         out.append((start, start + side))
     return [out[0][0], out[1][0], out[0][1], out[1][1]]
+
+
+def default_min_side(max_pixels: int, factor: int) -> int:
+    """Smallest zoom window side: 512 px of context, or less when one image may not hold 512 x 512
+    (so that a window of the minimum size is still given at native resolution)."""
+    return max(factor, min(512, int(math.isqrt(int(max_pixels)) // factor * factor)))
+
+
+def evidence_windows(regions: list[list[float]], image_wh: tuple[int, int], *, factor: int, max_pixels: int,
+                     max_steps: int) -> list[list[int]]:
+    """The zooms a good chain makes for these evidence regions (hbb, original pixels): at most
+    ``max_steps`` windows, regions grouped, context added, sides in whole blocks of ``factor``.
+    The training data teaches exactly these windows and the oracle evaluation shows them."""
+    min_side = default_min_side(max_pixels, factor)
+    groups = group_regions(regions, max(1, max_steps), image_wh, min_side=min_side)
+    return [snap_to_factor(zoom_window(g, image_wh, min_side=min_side), image_wh, factor) for g in groups]
