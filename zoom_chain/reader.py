@@ -183,7 +183,7 @@ class _TiffSource:
         if page.is_tiled:
             return page.tilelength, page.tilewidth
         rows = max(1, page.rowsperstrip)
-        h, w = page.shaped[2], page.shaped[3]
+        w = page.shaped[3]
         row_bytes = max(1, w * _bands(page) * page.dtype.itemsize)
         return max(rows, STRIP_BAND_BYTES // row_bytes // rows * rows), w
 

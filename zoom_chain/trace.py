@@ -47,7 +47,7 @@ def write_trace(result: ChainResult, out_dir: str | Path, *, stem: str = "trace"
     header = 40
     width = ov.width + sum(c.width + 8 for _, _, c in crops) + 8
     height = max([ov.height] + [c.height + 18 for _, _, c in crops]) + header
-    canvas = Image.new("RGB", (max(width, 480), height), "white")
+    canvas = Image.new("RGB", (max(width, 760), height), "white")  # room for the question and answer lines
     canvas.paste(ov, (0, header))
     d = ImageDraw.Draw(canvas)
     d.text((4, 2), f"Q: {' '.join(result.question.split())[:110]}", fill="black")

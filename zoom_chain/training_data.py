@@ -45,7 +45,6 @@ from cotrain.inference.base import PixelLimits, resized_size
 from cotrain.model.families import FamilySpec, get_family
 from cotrain.records import validate_record
 from cotrain.resolution import ImageSizeError
-from cotrain.tasks import templates as T
 from zoom_chain import protocol as P
 
 IMAGE_DIR = "images/zoom_chain"

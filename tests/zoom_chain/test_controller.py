@@ -231,3 +231,21 @@ def test_overview_box_mapping_by_hand(family):
 ])
 def test_parse_tool_call(text, kind):
     assert P.parse_tool_call(text).kind == kind
+
+
+def test_georeferenced_windows_are_reported_in_map_coordinates(tmp_path):
+    # 10 m pixels, upper-left corner at (500000, 4600000) in EPSG:32633 (UTM 33N)
+    geokeys = [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633]
+    arr = np.random.default_rng(3).integers(0, 255, (1200, 1600, 3), dtype=np.uint8)
+    path = tmp_path / "geo.tif"
+    tifffile.imwrite(path, arr, tile=(256, 256), photometric="rgb",
+                     extratags=[(34735, "H", len(geokeys), geokeys, True), (33550, "d", 3, [10.0, 10.0, 0.0], True),
+                                (33922, "d", 6, [0.0, 0.0, 0.0, 500000.0, 4600000.0, 0.0], True)])
+    be = Scripted(lambda r, k: call_for(r, [280, 140, 560, 420]) if k == 0 else "ok")
+    (res,) = ZoomChain(be).run([Question("g", str(path), "What is here?")])
+    step = res.steps[0]
+    x0, y0, x1, y1 = step.box_original
+    expected = [[500000 + 10 * x0, 4600000 - 10 * y0], [500000 + 10 * x1, 4600000 - 10 * y0],
+                [500000 + 10 * x1, 4600000 - 10 * y1], [500000 + 10 * x0, 4600000 - 10 * y1]]
+    assert np.allclose(step.box_map, expected)
+    assert json.loads(json.dumps(res.trace()))["steps"][0]["box_map"] == step.box_map
