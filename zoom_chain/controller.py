@@ -327,32 +327,4 @@ class ZoomChain:
         return out
 
 
-def load_questions(path: str | Path, image_root: str | Path | None = None) -> list[Question]:
-    """Questions from an LRS-VQA-style JSONL (``question_id, image, text, ground_truth, category``) or
-    canonical ``zoom_vqa`` records (``id, images, question, answer, regions``)."""
-    import json
-
-    root = Path(image_root) if image_root else Path(path).parent
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-            try:
-                if "images" in r:  # canonical record
-                    out.append(Question(str(r["id"]), str(root / r["images"][0]["path"]), r.get("question", ""),
-                                        r.get("choices")))
-                elif "image" in r:
-                    out.append(Question(str(r.get("question_id", lineno)), str(root / r["image"]), r.get("text", "")))
-                else:
-                    raise ConfigError("neither 'image' (LRS-VQA) nor 'images' (canonical record)")
-            except ConfigError as e:
-                raise ConfigError(f"{path}:{lineno}: {e}") from None
-    return out
-
-
-__all__ = ["ChainConfig", "ChainResult", "Question", "Step", "ZoomChain", "image_tokens", "load_questions"]
+__all__ = ["ChainConfig", "ChainResult", "Question", "Step", "ZoomChain", "image_tokens"]
