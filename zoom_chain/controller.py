@@ -90,7 +90,7 @@ class Step:
     response: str
     action: str
     """``answer``, ``zoom``, ``retry`` (malformed call, retry turn sent), ``stop`` (told to answer now),
-    ``unanswered`` (still calling after being told to answer)."""
+    ``unanswered`` (still calling after being told to answer), ``oracle`` (a zoom written by the oracle mode)."""
     box_overview: list[float] | None = None
     """The bbox as the model wrote it (overview frame, model convention)."""
     box_original: list[int] | None = None
@@ -201,7 +201,11 @@ class ZoomChain:
             raise ConfigError(f"the overview of {q.image} alone takes {state.tokens} visual tokens > token_budget "
                               f"{self.cfg.token_budget}; raise the budget or lower overview_max_pixels")
         for window in q.oracle_windows or []:
-            if not self._show(state, window, response=None):
+            step = Step(response="", action="oracle")  # written by us, recorded so traces pair crops with windows
+            if self._show(state, window, response=None, step=step):
+                step.response = state.messages[-2]["content"][0]["text"]
+                state.result.steps.append(step)
+            else:
                 state.result.events["oracle_window_over_budget"] += 1
         if q.oracle_windows:
             state.result.events["oracle_windows"] = len(q.oracle_windows)

@@ -188,6 +188,8 @@ def test_oracle_windows_are_shown_before_the_answer(big):
     assert P.parse_tool_call(msgs[1]["content"][0]["text"]).kind == "zoom"
     assert np.array_equal(np.asarray(be.requests[0][0].images[1]["pil"]), big["arr"][100:300, 100:400])
     assert res.answer == "answer"
+    assert [s.action for s in res.steps] == ["oracle", "answer"] and res.steps[0].box_original == [100, 100, 400, 300]
+    assert res.steps[0].response == msgs[1]["content"][0]["text"] and len(res.crops) == 1
 
 
 def test_bad_inputs(big, tmp_path):
