@@ -95,8 +95,12 @@ def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
     from cotrain.data.dataset import SampleBuilder, load_dataset, read_record
 
     if bench.metric == "retrieval":
-        raise ConfigError(f"benchmark {bench.name!r}: retrieval is scored from similarities, not generated text; "
-                          "tools/eval.py does not run it (use cotrain.metrics.retrieval on your scores)")
+        if bench.task != "captioning":
+            raise ConfigError(f"benchmark {bench.name!r}: retrieval ranks the captions of captioning records; "
+                              f"task is {bench.task!r}")
+        if not hasattr(backend, "loglikelihood"):
+            raise ConfigError(f"benchmark {bench.name!r}: retrieval scores every image against every caption by "
+                              f"likelihood, which the {backend.name} backend does not provide; use --backend hf")
     if not Path(bench.records).is_file():
         raise ConfigError(f"benchmark {bench.name!r}: records file {bench.records} does not exist"
                           + (" (make the demo data with: python tools/make_demo_data.py)" if "demo" in bench.source
@@ -225,6 +229,34 @@ def _row(p: Prepared, index: int, record: dict, req: GenerationRequest, resp, co
     return row
 
 
+def retrieval_texts(p: Prepared) -> tuple[list[str], list[int]]:
+    """The caption pool of a retrieval benchmark and the record index each caption belongs to
+    (the first ``captions_per_image`` captions of every record, default 1)."""
+    k = int(p.bench.options.get("captions_per_image", 1))
+    texts, owner = [], []
+    for i, rec in enumerate(p.records):
+        for c in rec["captions"][:k]:
+            texts.append(c)
+            owner.append(i)
+    return texts, owner
+
+
+def _retrieval_row(p: Prepared, index: int, req: GenerationRequest, backend) -> dict:
+    """One image's likelihood score for every caption of the pool (an image that cannot be read: a skip)."""
+    from cotrain.inference.base import load_request_images
+
+    texts, _ = retrieval_texts(p)
+    rec = p.records[index]
+    try:
+        load_request_images(req)  # the reason of a skip (missing / corrupt / ...) before scoring
+    except BadRecordError as e:
+        return _error_row(index, rec, e.reason)
+    scores = backend.loglikelihood([req] * len(texts), texts)
+    if any(s is None for s in scores):
+        return _error_row(index, rec, "image_unreadable")
+    return {"index": index, "id": str(rec["id"]), "task": rec["task"], "response": "", "scores": scores}
+
+
 def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOptions | None = None, *,
                   rank: int = 0, world_size: int = 1) -> dict | None:
     """Evaluate one benchmark; returns its metrics on rank 0 (None on other ranks)."""
@@ -263,9 +295,13 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
                     continue
                 chunk.append(i)
                 reqs.append(req)
-            responses = backend.generate(reqs) if reqs else []
-            for i, req, resp in zip(chunk, reqs, responses):
-                f.write(json.dumps(_row(p, i, p.records[i], req, resp, codec), default=str) + "\n")
+            if p.bench.metric == "retrieval":
+                for i, req in zip(chunk, reqs):
+                    f.write(json.dumps(_retrieval_row(p, i, req, backend)) + "\n")
+            else:
+                responses = backend.generate(reqs) if reqs else []
+                for i, req, resp in zip(chunk, reqs, responses):
+                    f.write(json.dumps(_row(p, i, p.records[i], req, resp, codec), default=str) + "\n")
             f.flush()
             os.fsync(f.fileno())
             bar.update(len(todo[start:start + opts.chunk_size]))
@@ -286,7 +322,10 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
         if r.get("error"):
             skips[r["error"]] += 1
     records = {i: rec for i, rec in enumerate(p.records)}
-    metrics = summarise(bench.metric, rows, records, codec=codec, options=bench.options)
+    if bench.metric == "retrieval":
+        metrics = _retrieval_summary(p, rows)
+    else:
+        metrics = summarise(bench.metric, rows, records, codec=codec, options=bench.options)
     metrics.update({"benchmark": bench.name, "task": bench.task, "metric": bench.metric,
                     "records": len(p.records), "skipped": dict(skips),
                     "pixels": [p.limits.min_pixels, p.limits.max_pixels],
@@ -296,6 +335,34 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
     if skips:
         log.warning("%s: %d of %d records skipped: %s", bench.name, sum(skips.values()), len(p.records), dict(skips))
     return metrics
+
+
+def _retrieval_summary(p: Prepared, rows: list[dict]) -> dict:
+    """R@1/5/10 both ways and mean recall over the images that could be read (and their captions)."""
+    import numpy as np
+
+    from cotrain.metrics.retrieval import retrieval_summary
+
+    _, owner = retrieval_texts(p)
+    ok = [r for r in rows if not r.get("error")]
+    keep = {r["index"] for r in ok}
+    cols = [t for t, i in enumerate(owner) if i in keep]
+    if not ok:
+        return {"n": 0}
+    order = {r["index"]: k for k, r in enumerate(ok)}
+    sim = np.array([[r["scores"][t] for t in cols] for r in ok])
+    out = retrieval_summary(sim, [order[owner[t]] for t in cols])
+    out.update({"n": len(ok), "texts": len(cols), "score": "mean log-probability of the caption given the image"})
+    # what random scores give: P(one of the r relevant items among the top k of m) = 1 - C(m-r, k) / C(m, k)
+    from math import comb
+
+    def hit(m: int, r: int, k: int) -> float:
+        return 1.0 if k >= m else 1 - comb(m - r, k) / comb(m, k)
+
+    per_image = round(len(cols) / len(ok))
+    chance = [hit(len(cols), per_image, k) for k in (1, 5, 10)] + [hit(len(ok), 1, k) for k in (1, 5, 10)]
+    out["chance_mean_recall"] = 100.0 * sum(chance) / 6
+    return out
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -335,6 +402,7 @@ HEADLINE = {
     "grounding": ["acc@0.5", "acc@0.7", "acc@0.9", "miou", "parse_rate"],
     "captioning": ["CIDEr", "BLEU-1", "BLEU-4", "METEOR", "ROUGE-L"],
     "detection": ["APnc50", "APnc75", "APnc50:95", "objects_parsed", "objects_gt"],
+    "retrieval": ["mean_recall", "chance_mean_recall", "txt_r@1", "txt_r@5", "txt_r@10", "img_r@1", "img_r@5", "img_r@10"],
 }
 
 

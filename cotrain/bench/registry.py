@@ -32,7 +32,7 @@ TASK_METRIC = {"classification": "classification", "vqa": "vqa", "zoom_vqa": "vq
 """Default metric of each record task."""
 
 OPTION_KEYS = ("box_format", "prompt_style", "classes", "min_pixels", "max_pixels", "max_new_tokens", "lenient",
-               "iou_thresholds", "max_samples", "split")
+               "iou_thresholds", "max_samples", "split", "captions_per_image")
 
 
 @dataclass
@@ -84,6 +84,8 @@ DEMO_SPLITS = {
     "syn_cap_dual": ("syn_cap_dual", "captioning", {"max_new_tokens": 384}),
     "syn_det": ("syn_det", "detection", {"box_format": "quad", "max_new_tokens": 1024}),
     "syn_zoom": ("syn_zoom", "zoom_vqa", {}),
+    # image <-> caption retrieval by caption likelihood: images x captions forward passes, so a subset
+    "syn_retrieval": ("syn_cap_rgb", "captioning", {"metric": "retrieval", "max_samples": 40}),
 }
 """The synthetic demo splits (``tools/make_demo_data.py``), evaluated on their ``test`` split by default."""
 
@@ -91,9 +93,11 @@ DEMO_SPLITS = {
 def demo_benchmark(name: str, data_root: str | Path, split: str = "test") -> Benchmark:
     """Benchmark for one synthetic split (``demo:syn_cls`` or ``syn_cls``)."""
     stem, task, options = DEMO_SPLITS[name]
+    options = dict(options)
+    metric = options.pop("metric", "")
     root = Path(data_root)
     return Benchmark(name=name, records=str(root / "records" / f"{stem}_{split}.jsonl"), image_root=str(root),
-                     task=task, options=dict(options), description=f"synthetic demo {task} ({split} split)",
+                     task=task, metric=metric, options=options, description=f"synthetic demo {task} ({split} split)",
                      source="tools/make_demo_data.py")
 
 

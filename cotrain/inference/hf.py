@@ -103,6 +103,55 @@ class HFBackend:
             results.append((text, "stop" if stop else "length", int(s["input_ids"].numel()), len(ids)))
         return results
 
+    @torch.no_grad()
+    def loglikelihood(self, requests: list[GenerationRequest], answers: list[str], *,
+                      progress: bool = False) -> list[float | None]:
+        """Mean log-probability per token of ``answers[i]`` as the assistant's reply to ``requests[i]``.
+
+        The reply is encoded exactly as a training target (its text and the end-of-turn token carry
+        labels), so the score is minus the training loss of that sample. ``None`` where the request's
+        image cannot be read. Used for image-text retrieval with a generative model.
+        """
+        from cotrain.data.collator import PaddingCollator, model_inputs
+
+        was_training = self.model.training
+        self.model.eval()
+        out: list[float | None] = [None] * len(requests)
+        items = []
+        for i, (r, answer) in enumerate(zip(requests, answers)):
+            try:
+                images = load_request_images(r)
+            except BadRecordError as e:
+                log.warning("request %r skipped (%s): %s", r.id, e.reason, e)
+                continue
+            conv = {"messages": [*r.messages, {"role": "assistant", "content": [{"type": "text", "text": answer}]}],
+                    "meta": {"id": r.id}}
+            items.append((i, self.encoder.encode(conv, images)))
+        items.sort(key=lambda t: int(t[1]["input_ids"].numel()))
+        device = next(self.model.parameters()).device
+        bar = tqdm(total=len(items), desc="score (hf)", disable=not progress, leave=False)
+        try:
+            for start in range(0, len(items), self.batch_size):
+                chunk = items[start:start + self.batch_size]
+                batch = PaddingCollator(pad_token_id=self.pad_id)([s for _, s in chunk])
+                inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in model_inputs(batch).items()}
+                inputs.pop("labels", None)
+                logits = self.model(**inputs).logits.float()
+                labels = batch["labels"].to(device)
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)
+                target = labels[:, 1:]
+                mask = target != -100
+                picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                means = (picked * mask).sum(1) / mask.sum(1).clamp(min=1)
+                for (i, _), v in zip(chunk, means.tolist()):
+                    out[i] = float(v)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            if was_training:
+                self.model.train()
+        return out
+
     def generate(self, requests: list[GenerationRequest], *, progress: bool = False) -> list[GenerationResponse]:
         """Answers in request order; requests sharing sampling params are batched together."""
         was_training = self.model.training

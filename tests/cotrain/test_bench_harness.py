@@ -297,3 +297,48 @@ def test_vllm_inputs_cover_a_benchmark_budget_above_the_backends(data_root, tmp_
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize
 
     assert hf_smart_resize(h, w, factor=28, min_pixels=kw["min_pixels"], max_pixels=kw["max_pixels"]) == (h, w)
+
+
+class ScriptedScorer(Scripted):
+    """Retrieval: a caption scores 0 given its own image, -1 given any other (by matching the prompt's image)."""
+
+    def __init__(self, records):
+        super().__init__(lambda r: "")
+        self.caption_owner = {}
+        for i, rec in enumerate(records):
+            for c in rec["captions"]:
+                self.caption_owner.setdefault(c, set()).add(rec["images"][0]["path"])
+
+    def loglikelihood(self, requests, answers, *, progress=False):
+        out = []
+        for r, a in zip(requests, answers):
+            try:
+                load_request_images(r)
+            except Exception:  # noqa: BLE001
+                out.append(None)
+                continue
+            mine = any(str(r.images[0]["abs_path"]).endswith(p) for p in self.caption_owner[a])
+            out.append(0.0 if mine else -1.0)
+        return out
+
+
+def test_retrieval_by_caption_likelihood(data_root, tmp_path):
+    bench = Benchmark(name="ret", records=str(data_root / "records" / "syn_cap_rgb_test.jsonl"),
+                      image_root=str(data_root), task="captioning", metric="retrieval", options={"max_samples": 6})
+    records = read_records(bench.records)[:6]
+    m = run_benchmark(bench, ScriptedScorer(records), tmp_path, EvalOptions(progress=False))
+    assert m["n"] == 6 and m["texts"] == 6
+    assert m["txt_r@1"] == 100.0 and m["img_r@1"] == 100.0 and m["mean_recall"] == 100.0
+    # chance by hand for 6 images, 1 caption each: R@1 = 1/6, R@5 = 5/6, R@10 = 1 (both directions)
+    assert m["chance_mean_recall"] == pytest.approx(100 * (1 / 6 + 5 / 6 + 1) / 3)
+    # a missing image is a counted skip, and its caption leaves the pool
+    p = records[1]["images"][0]["path"]
+    os.rename(data_root / p, data_root / (p + ".away"))
+    try:
+        m = run_benchmark(bench, ScriptedScorer(records), tmp_path / "b", EvalOptions(progress=False))
+    finally:
+        os.rename(data_root / (p + ".away"), data_root / p)
+    assert m["skipped"] == {"image_missing": 1} and m["n"] == 5 and m["texts"] == 5 and m["mean_recall"] == 100.0
+    # a backend that cannot score likelihoods (vLLM here) is refused up front
+    with pytest.raises(ConfigError, match="does not provide; use --backend hf"):
+        run_benchmark(bench, Scripted(lambda r: ""), tmp_path / "c", EvalOptions(progress=False))

@@ -193,3 +193,28 @@ def test_eval_config_rejects_impossible_values():
     for bad in ({"max_samples": 0}, {"every_steps": -1}, {"every_steps_max_samples": 0}, {"max_new_tokens": 0}):
         with pytest.raises(ConfigError, match=f"eval.{next(iter(bad))}="):
             EvalConfig(**bad)
+
+
+def test_loglikelihood_equals_the_models_own_log_probabilities(backend, tmp_path):
+    # independent route: the stock processor's chat template with the answer, one forward, log-softmax by hand
+    path = _image(tmp_path, "ll.png", 84, 56, 4)
+    answers = ["a harbour with ships", "x"]
+    reqs = [_request(f"r{i}", path, 84, 56, "Describe the image.", backend.limits) for i in range(2)]
+    ours = backend.loglikelihood(reqs, answers)
+    proc, model = backend.processor, backend.model
+    with Image.open(path) as im:
+        pixels = im.convert("RGB")
+    for answer, got in zip(answers, ours):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+        text = proc.apply_chat_template(messages, tokenize=False)
+        inputs = proc(text=[text], images=[pixels], return_tensors="pt")
+        ids = inputs["input_ids"][0]
+        n = len(proc.tokenizer.encode(answer + "<|im_end|>", add_special_tokens=False))
+        end = len(ids) - 1  # the template ends with "<|im_end|>\n": the scored span stops before the "\n"
+        with torch.no_grad():
+            logp = torch.log_softmax(model(**inputs).logits[0].float(), -1)
+        expected = float(torch.stack([logp[t - 1, ids[t]] for t in range(end - n, end)]).mean())
+        assert got == pytest.approx(expected, abs=1e-4)
+    missing = _request("gone", tmp_path / "gone.png", 84, 56, "Describe.", backend.limits)
+    assert backend.loglikelihood([missing], ["x"]) == [None]
