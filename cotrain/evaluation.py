@@ -55,13 +55,12 @@ def predict_to_jsonl(model_dir: str, records: str, image_root: str, out_path: st
     from cotrain.config import DataConfig, DatasetConfig
     from cotrain.data.dataset import SampleBuilder, load_dataset, read_record
     from cotrain.errors import BadRecordError
-    from cotrain.inference.base import GenerationRequest, PixelLimits, SamplingParams
+    from cotrain.inference.base import GenerationRequest, SamplingParams, override_limits
     from cotrain.inference.hf import HFBackend
 
     backend = HFBackend.from_checkpoint(model_dir, batch_size=batch_size)
     family = backend.family
-    backend.limits = PixelLimits(min_pixels or family.default_min_pixels, max_pixels or 256 * family.factor ** 2,
-                                 family.factor)
+    override_limits(backend, min_pixels or family.default_min_pixels, max_pixels or 256 * family.factor ** 2)
     data_cfg = DataConfig(seed=seed, min_pixels=backend.limits.min_pixels, max_pixels=backend.limits.max_pixels,
                           max_length=10**9)
     ds = DatasetConfig(name=os.path.splitext(os.path.basename(records))[0], records=records, image_root=image_root,

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
     from cotrain.bench.harness import EvalOptions, evaluate, weights_fingerprint
     from cotrain.bench.registry import resolve_benchmarks
-    from cotrain.inference import PixelLimits, load_backend
+    from cotrain.inference import load_backend, override_limits
 
     try:
         if world > 1:
@@ -92,10 +92,7 @@ def main(argv=None) -> int:
 
                 kwargs["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         backend = load_backend(args.backend, args.model, **kwargs)
-        if args.min_pixels or args.max_pixels:
-            base = backend.limits
-            backend.limits = PixelLimits(args.min_pixels or base.min_pixels, args.max_pixels or base.max_pixels,
-                                         base.factor)
+        override_limits(backend, args.min_pixels, args.max_pixels)
         out = Path(args.out or Path("outputs/eval") / Path(args.model).resolve().name)
         opts = EvalOptions(max_samples=args.max_samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
                            overwrite=args.overwrite, progress=not args.no_progress,

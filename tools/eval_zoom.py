@@ -39,15 +39,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="outputs/zoom_eval")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from cotrain.inference import PixelLimits, load_backend
+    from cotrain.inference import load_backend, override_limits
     from zoom_chain.controller import ChainConfig
     from zoom_chain.evaluate import evaluate_zoom, load_items
 
     try:
         items = load_items(args.questions, args.image_root)[: args.max_samples]
         backend = load_backend(args.backend, args.model, adapter=args.adapter)
-        if args.max_pixels:
-            backend.limits = PixelLimits(backend.limits.min_pixels, args.max_pixels, backend.limits.factor)
+        override_limits(backend, max_pixels=args.max_pixels)
         cfg = ChainConfig(max_steps=args.max_steps, token_budget=args.token_budget, max_new_tokens=args.max_new_tokens)
         metrics = evaluate_zoom(backend, items, args.out, modes=[m.strip() for m in args.modes.split(",")], config=cfg,
                                 progress=True)

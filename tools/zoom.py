@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="outputs/zoom", help="directory for trace.json and trace.png")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from cotrain.inference import PixelLimits, load_backend
+    from cotrain.inference import load_backend, override_limits
     from zoom_chain.controller import ChainConfig, Question, ZoomChain
     from zoom_chain.trace import write_trace
 
@@ -47,8 +47,7 @@ def main(argv=None) -> int:
         if not Path(args.image).is_file():
             raise CotrainError(f"image {args.image} does not exist")
         backend = load_backend(args.backend, args.model, adapter=args.adapter)
-        if args.max_pixels:
-            backend.limits = PixelLimits(backend.limits.min_pixels, args.max_pixels, backend.limits.factor)
+        override_limits(backend, max_pixels=args.max_pixels)
         cfg = ChainConfig(max_steps=args.max_steps, token_budget=args.token_budget, max_new_tokens=args.max_new_tokens)
         (result,) = ZoomChain(backend, cfg).run([question])
         if result.status == "error":

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from cotrain.bench.scoring import enclosing_hbb
 from cotrain.errors import ConfigError
 from cotrain.metrics.answers import extract_choice, vqa_match
 from zoom_chain import protocol as P
@@ -65,7 +66,7 @@ def load_items(path: str | Path, image_root: str | Path | None = None) -> list[I
                     q = Question(str(r["id"]), str(root / img["path"]), r.get("question", ""), r.get("choices"))
                     answer = r["answer"] if not r.get("choices") or not isinstance(r["answer"], int) \
                         else r["choices"][r["answer"]]
-                    regions = [reg["hbb"] if "hbb" in reg else _hbb_of(reg["quad"]) for reg in r.get("regions", [])]
+                    regions = [enclosing_hbb(reg)["hbb"] for reg in r.get("regions", [])]
                     items.append(Item(q, str(answer), str(r.get("category") or str(r["id"]).rsplit("-", 1)[-1]),
                                       str(r.get("source") or path.stem), regions or None,
                                       (int(img["width"]), int(img["height"]))))
@@ -81,10 +82,6 @@ def load_items(path: str | Path, image_root: str | Path | None = None) -> list[I
             except ConfigError as e:
                 raise ConfigError(f"{path}:{lineno}: {e}") from None
     return items
-
-
-def _hbb_of(q: list[float]) -> list[float]:
-    return [min(q[0::2]), min(q[1::2]), max(q[0::2]), max(q[1::2])]
 
 
 def correct(item: Item, answer: str) -> bool:
@@ -118,20 +115,9 @@ def summarise(items: list[Item], results: list[ChainResult]) -> dict:
     out["full_resolution_tokens_mean"] = sum(r.full_resolution_tokens for _, r in ok) / len(ok)
     out["token_share"] = out["visual_tokens_mean"] / out["full_resolution_tokens_mean"]
     out["zooms_mean"] = sum(sum(s.action == "zoom" for s in r.steps) for _, r in ok) / len(ok)
-    out["status"] = dict(_count(r.status for _, r in ok))
-    events: dict = defaultdict(int)
-    for _, r in ok:
-        for k, v in r.events.items():
-            events[k] += v
-    out["events"] = dict(events)
+    out["status"] = dict(Counter(r.status for _, r in ok))
+    out["events"] = dict(sum((r.events for _, r in ok), Counter()))
     return out
-
-
-def _count(values):
-    c: dict = defaultdict(int)
-    for v in values:
-        c[v] += 1
-    return c
 
 
 def evaluate_zoom(backend, items: list[Item], out_dir: str | Path, *, modes=MODES, config: ChainConfig | None = None,

@@ -5,7 +5,7 @@
 """
 
 from cotrain.inference.base import (Backend, GenerationRequest, GenerationResponse, PixelLimits, SamplingParams,
-                                    load_request_images, resized_size)
+                                    load_request_images, override_limits, resized_size)
 
 BACKENDS = ("hf", "vllm")
 
@@ -26,4 +26,4 @@ def load_backend(name: str, model_path: str, **kwargs) -> Backend:
 
 
 __all__ = ["Backend", "BACKENDS", "GenerationRequest", "GenerationResponse", "PixelLimits", "SamplingParams",
-           "load_backend", "load_request_images", "resized_size"]
+           "load_backend", "load_request_images", "override_limits", "resized_size"]

@@ -96,6 +96,12 @@ def limits_in_directory(path: str | Path, family) -> PixelLimits | None:
     return None
 
 
+def override_limits(backend, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+    """Replace the pixel budget a backend read from its checkpoint (``--min-pixels`` / ``--max-pixels``)."""
+    base = backend.limits
+    backend.limits = PixelLimits(min_pixels or base.min_pixels, max_pixels or base.max_pixels, base.factor)
+
+
 def resized_size(width: int, height: int, limits: PixelLimits) -> tuple[int, int]:
     """(h, w) an image of ``width`` x ``height`` is given to the model at (``smart_resize``)."""
     return tuple(smart_resize(int(height), int(width), factor=limits.factor, min_pixels=limits.min_pixels,

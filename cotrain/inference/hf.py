@@ -118,11 +118,16 @@ class HFBackend:
         self.model.eval()
         out: list[float | None] = [None] * len(requests)
         items = []
+        decoded: dict[int, list | None] = {}  # retrieval scores one request against many texts: decode once
         for i, (r, answer) in enumerate(zip(requests, answers)):
-            try:
-                images = load_request_images(r)
-            except BadRecordError as e:
-                log.warning("request %r skipped (%s): %s", r.id, e.reason, e)
+            if id(r) not in decoded:
+                try:
+                    decoded[id(r)] = load_request_images(r)
+                except BadRecordError as e:
+                    log.warning("request %r skipped (%s): %s", r.id, e.reason, e)
+                    decoded[id(r)] = None
+            images = decoded[id(r)]
+            if images is None:
                 continue
             conv = {"messages": [*r.messages, {"role": "assistant", "content": [{"type": "text", "text": answer}]}],
                     "meta": {"id": r.id}}
