@@ -343,7 +343,7 @@ def test_mf1_counts_a_detection_for_every_overlapping_gt_and_maximises_over_thre
     np.testing.assert_array_equal(out["confusion_matrix"], [[1, 0, 0], [1, 0, 1], [0, 0, 0]])
     assert out["score_thr"] == 0.5
     assert out["mF1"] == pytest.approx(2 / 9)
-    assert out["f1_by_threshold"] == pytest.approx([(0.1, 1 / 6), (0.5, 2 / 9)])
+    np.testing.assert_allclose(np.array(out["f1_by_threshold"]), [[0.1, 1 / 6], [0.5, 2 / 9]], rtol=1e-9)
     assert out["mF1_mean_over_thresholds"] == pytest.approx((1 / 6 + 2 / 9) / 2)
 
 
