@@ -113,6 +113,10 @@ class DataConfig:
     """What a bad image/sample does at train time: skip (counted, logged) or raise."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    shared_filesystem: bool = True
+    """Multi-node: true when every node sees the same data files (NFS, Lustre): global rank 0 builds each large
+    records file's index. false (node-local copies of the data at the same path): each node's local rank 0 builds
+    its own. train.output_dir must be shared either way (checkpoints are written by global rank 0)."""
     packing: bool = False
     """Pack several samples into each sequence of at most max_length tokens (attention never crosses samples); train.batch_size then counts packs."""
 
@@ -180,7 +184,8 @@ class ModelConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Used only when path is None."""
     attn_implementation: str = "sdpa"
-    """flash_attention_2 | sdpa | eager | auto."""
+    """flash_attention_2 | torch_varlen | sdpa | eager | auto (flash_attention_2 if flash-attn imports on CUDA, else
+    torch_varlen on CUDA, else sdpa)."""
     dtype: str = "float32"
     """float32 | bfloat16 | auto."""
     liger: bool = False
@@ -195,9 +200,9 @@ class ModelConfig:
     """LoRA adapters via peft (off unless lora.enabled)."""
 
     def __post_init__(self) -> None:
-        if self.attn_implementation not in ("flash_attention_2", "sdpa", "eager", "auto"):
+        if self.attn_implementation not in ("flash_attention_2", "torch_varlen", "sdpa", "eager", "auto"):
             raise ConfigError(f"model.attn_implementation={self.attn_implementation!r}; "
-                              "use flash_attention_2, sdpa, eager or auto")
+                              "use flash_attention_2, torch_varlen, sdpa, eager or auto")
         if self.dtype not in ("float32", "bfloat16", "auto"):
             raise ConfigError(f"model.dtype={self.dtype!r}; use float32, bfloat16 or auto")
         if not (self.train_vision or self.train_merger or self.train_language or self.lora.enabled):

@@ -1,6 +1,6 @@
 """Multi-process training support: DeepSpeed ZeRO configs, vision keep-alive, cross-rank counts.
 
-Owns three things the training loop (``cotrain.train``) needs when it runs on several ranks:
+Owns four things the training loop (``cotrain.train``) needs when it runs on several ranks:
 
 * ``resolve_deepspeed_config``: a shipped ZeRO preset (``cotrain/deepspeed/*.json``) or a user's
   JSON file, checked against ``train.*`` before any model is built. Batch sizes, clipping and
@@ -10,7 +10,8 @@ Owns three things the training loop (``cotrain.train``) needs when it runs on se
 * ``vision_keepalive``: a zero-valued loss term that runs the vision tower on a dummy image for a
   micro-batch without images, so every rank touches the same parameters (ZeRO-3 gathers them
   collectively; DDP and ZeRO-1/2 reduce their gradients) and nothing changes numerically.
-* ``all_reduce_counts``: sums per-rank counters (samples / tokens per dataset) for the summary.
+* ``all_reduce_counts``: sums per-rank counters (samples / tokens per dataset) for the summary;
+* ``index_builder_ranks``: which rank builds a record index, on a shared or a node-local filesystem.
 
 Must not build models, optimizers or Trainers, nor launch processes; importing it must not
 import deepspeed (it is an optional dependency, imported only when a config is resolved).
@@ -43,6 +44,20 @@ def deepspeed_available() -> tuple[bool, str]:
     except Exception as e:  # an ImportError, or a broken install failing inside its own import
         return False, f"{type(e).__name__}: {e}"
     return True, str(getattr(deepspeed, "__version__", "unknown"))
+
+
+def index_builder_ranks(shared_filesystem: bool) -> dict[str, int]:
+    """``rank`` / ``world_size`` to give ``RecordIndex.build_or_load`` under torchrun.
+
+    On a filesystem every node sees, global rank 0 builds a records file's index and all other ranks
+    wait for it; with node-local copies of the data (``data.shared_filesystem: false``) each node's
+    local rank 0 builds its own copy's index and only that node's ranks wait for it.
+    """
+    import os
+
+    if shared_filesystem:
+        return {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+    return {"rank": int(os.environ.get("LOCAL_RANK", 0)), "world_size": int(os.environ.get("LOCAL_WORLD_SIZE", 1))}
 
 
 def _load_json(value: str) -> tuple[dict, str]:

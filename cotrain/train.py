@@ -62,8 +62,11 @@ def prepare_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDatase
                          large_size=s.large_size)
     check_files(cfg)
     check_budgets(cfg, resolve_family(cfg).factor)
-    # under torchrun, rank 0 builds the memory-mapped index of a large records file and the others wait
-    dist = {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+    # under torchrun, one rank per filesystem builds the memory-mapped index of a large records file and the
+    # others wait (cotrain.distributed.index_builder_ranks)
+    from cotrain.distributed import index_builder_ranks
+
+    dist = index_builder_ranks(cfg.data.shared_filesystem)
     train = [load_dataset(ds, **dist) for ds in cfg.data.datasets]
     evals = [load_dataset(ds, **dist) for ds in cfg.data.eval_datasets]
     share_class_lists(train, evals)
@@ -545,8 +548,8 @@ def run_training(cfg: RunConfig) -> dict:
             model.set_attn_implementation(register())
             log.info("packing with sdpa: attention runs per packed sample (%s)", model.config._attn_implementation)
         merge = int(model.config.vision_config.spatial_merge_size)
-        # FlashAttention-2 varlen wants one padding-free row; sdpa/eager get one row per pack
-        collate = make_pack_collate(pad_id_of(processor), merge, flatten=attn == "flash_attention_2")
+        # FlashAttention varlen (flash-attn or torch's) wants one padding-free row; sdpa/eager get one row per pack
+        collate = make_pack_collate(pad_id_of(processor), merge, flatten=attn in ("flash_attention_2", "torch_varlen"))
         unit = "packs"
     else:
         collate = make_collate(pad_id_of(processor))

@@ -32,13 +32,14 @@ if [[ $write -eq 1 && $no_upper -eq 1 ]]; then
 fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/cotrain-fresh.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-src="$repo"
+# A snapshot of the working tree (tracked and untracked, not ignored files), so edits made while the
+# check runs cannot change what it tests.
+src="$work/src"
+mkdir -p "$src" && git -C "$repo" ls-files -z -co --exclude-standard \
+    | (cd "$repo" && xargs -0 cp --parents -t "$src" 2>/dev/null || true)
 if [[ $no_upper -eq 1 ]]; then
-    # A copy of the tree whose pyproject keeps every floor and drops every '<' cap.
-    src="$work/src"
-    # (tracked files only: commit or 'git add' new files before running this)
-    mkdir -p "$src" && git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 cp --parents -t "$src")
-    python3 - "$src/pyproject.toml" <<'PY'
+    # pyproject keeps every floor and drops every '<' cap
+python3 - "$src/pyproject.toml" <<'PY'
 import re, sys
 path = sys.argv[1]
 text = open(path).read()

@@ -27,7 +27,7 @@ from cotrain.model.processor import load_offline_processor, save_processor
 
 logger = logging.getLogger(__name__)
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "auto")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "torch_varlen", "auto")
 DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -49,7 +49,15 @@ def flash_attention_available() -> bool:
 
 
 def resolve_attn_implementation(requested: str) -> str:
-    """Validate ``requested`` and turn "auto" into a concrete implementation (logged)."""
+    """Validate ``requested`` and turn "auto" into a concrete implementation (logged).
+
+    "auto": flash_attention_2 when the flash-attn package imports on CUDA, else torch_varlen
+    (PyTorch's own FlashAttention varlen) on CUDA, else sdpa (packed batches then run cotrain's
+    per-sample sdpa). A concrete choice that cannot run here raises ``ModelLoadError`` naming the
+    fix. torch_varlen is registered with transformers before it is returned.
+    """
+    from cotrain.model import torch_varlen
+
     if requested not in ATTN_IMPLEMENTATIONS:
         raise ModelLoadError(f"attn_implementation {requested!r} is not one of {ATTN_IMPLEMENTATIONS}. "
                              "Set model.attn_implementation to one of them.")
@@ -58,14 +66,24 @@ def resolve_attn_implementation(requested: str) -> str:
             else "no CUDA device is visible"
         raise ModelLoadError(
             f"attn_implementation 'flash_attention_2' requested but {why}. Install flash-attn on a "
-            "CUDA machine (pip install 'cotrain[gpu]'), or use attn_implementation='sdpa' "
-            "(works everywhere) or 'auto' (picks flash_attention_2 when it can)."
+            "CUDA machine (pip install 'cotrain[gpu]'), or use attn_implementation='torch_varlen' (CUDA, "
+            "no extra package), 'sdpa' (works everywhere) or 'auto' (picks the best that can run)."
         )
+    if requested == "torch_varlen" and (why := torch_varlen.availability()) is not None:
+        raise ModelLoadError(f"attn_implementation 'torch_varlen' cannot run here: {why}. "
+                             "Set model.attn_implementation=sdpa or auto.")
+    picked = requested
     if requested == "auto":
-        picked = "flash_attention_2" if flash_attention_available() else "sdpa"
+        if flash_attention_available():
+            picked = "flash_attention_2"
+        elif torch_varlen.availability() is None:
+            picked = "torch_varlen"
+        else:
+            picked = "sdpa"
         logger.info("attn_implementation 'auto' -> %s", picked)
-        return picked
-    return requested
+    if picked == "torch_varlen":
+        torch_varlen.register()
+    return picked
 
 
 def _check_directory(path: Path) -> dict:

@@ -1,13 +1,17 @@
 """DeepSpeed presets and their checks, the vision keep-alive, and 2-process CPU training runs.
 
 The multi-process tests launch ``tests/cotrain/dist_worker.py`` under ``torchrun --standalone
---nproc_per_node 2`` (gloo) and parse the ``DIST_RESULT`` line each rank prints.
+--nproc_per_node 2`` (gloo), or as two single-process "nodes" meeting through a c10d rendezvous, and
+parse the ``DIST_RESULT`` line each rank prints.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -237,23 +241,73 @@ def torch_extensions(tmp_path_factory):
     return os.environ.get("TORCH_EXTENSIONS_DIR") or str(tmp_path_factory.mktemp("torch_extensions"))
 
 
+def _env(ext_dir):
+    return {**os.environ, "TORCH_EXTENSIONS_DIR": ext_dir, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _results(stdout: str, ranks: int, context: str) -> dict:
+    # ranks share stdout and their lines may interleave: decode each object where it starts
+    decoder = json.JSONDecoder()
+    parts = stdout.split("DIST_RESULT ")[1:]
+    results = {x["rank"]: x for x in (decoder.raw_decode(p)[0] for p in parts)}
+    assert sorted(results) == list(range(ranks)), context
+    for x in results.values():
+        assert x["ok"], f"rank {x['rank']}: {x.get('error')}\n{context}"
+    return results
+
+
 def _torchrun(mode, spec, ext_dir, timeout=240):
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": ext_dir, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
            mode, json.dumps(spec)]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(ext_dir), cwd=ROOT)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{mode} {spec.get('deepspeed')} did not finish in {timeout} s (hang):\n"
                     f"{(e.stdout or b'')[-2000:]!r}\n{(e.stderr or b'')[-3000:]!r}")
-    # the two ranks share stdout and their lines may interleave: decode each object where it starts
-    decoder = json.JSONDecoder()
-    parts = r.stdout.split("DIST_RESULT ")[1:]
-    results = {x["rank"]: x for x in (decoder.raw_decode(p)[0] for p in parts)}
-    assert sorted(results) == [0, 1], f"rc={r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    for x in results.values():
-        assert x["ok"], f"rank {x['rank']}: {x.get('error')}\n{r.stderr[-5000:]}"
-    return results
+    return _results(r.stdout, 2, f"rc={r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun_two_nodes(mode, specs, ext_dir, timeout=300):
+    """Two torchrun agents on this machine, one process each, meeting through a c10d rendezvous (as two
+    nodes would: ``--nnodes 2 --node_rank i --rdzv-backend c10d --rdzv-endpoint HOST:PORT``).
+    ``specs``: the worker spec of node 0 and node 1 (they differ when each node has its own paths)."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    procs, logs = [], []
+    for node, spec in enumerate(specs):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--node_rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
+               "--rdzv-id", "cotrain-test", str(WORKER), mode, json.dumps(spec)]
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        logs.append((out, err))
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=_env(ext_dir), cwd=ROOT))
+    deadline = time.monotonic() + timeout
+    hung = False
+    for p in procs:
+        try:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            hung = True
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    texts = []
+    for out, err in logs:
+        out.seek(0), err.seek(0)
+        texts.append((out.read(), err.read()))
+    context = "\n".join(f"node {i}: rc={p.returncode}\n{o[-3000:]}\n{e[-5000:]}"
+                         for i, (p, (o, e)) in enumerate(zip(procs, texts)))
+    if hung:
+        pytest.fail(f"two-node {mode} run did not finish in {timeout} s (hang):\n{context}")
+    return _results("".join(o for o, _ in texts), 2, context)
 
 
 def _recipe(data_root, out_dir, deepspeed):
@@ -271,10 +325,17 @@ def _recipe(data_root, out_dir, deepspeed):
     }
 
 
+@pytest.fixture(scope="module")
+def one_node_runs(data_root, torch_extensions, tmp_path_factory):
+    """DDP, ZeRO-2 and ZeRO-3 runs of one node with 2 processes (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("one_node")
+    return {ds: _torchrun("recipe", {"recipe": _recipe(data_root, out / str(ds), ds)}, torch_extensions)
+            for ds in (None, "zero2", "zero3")}, out
+
+
 @pytest.mark.slow
-def test_ddp_zero2_zero3_give_the_same_losses(data_root, torch_extensions, tmp_path):
-    runs = {ds: _torchrun("recipe", {"recipe": _recipe(data_root, tmp_path / str(ds), ds)}, torch_extensions)
-            for ds in (None, "zero2", "zero3")}
+def test_ddp_zero2_zero3_give_the_same_losses(one_node_runs):
+    runs, out = one_node_runs
     ddp = runs[None][0]["losses"]
     assert len(ddp) == 4 and all(r[0]["steps"] == 4 for r in runs.values())
     for ds in ("zero2", "zero3"):
@@ -288,7 +349,43 @@ def test_ddp_zero2_zero3_give_the_same_losses(data_root, torch_extensions, tmp_p
         want = {k: float(local[0].get(k, 0) + local[1].get(k, 0)) for k in set(local[0]) | set(local[1])}
         assert res[0]["summed_samples"] == want == res[1]["summed_samples"]
         assert sum(want.values()) == 4 * 2 * 2  # steps x ranks x batch_size
-    assert (tmp_path / "zero3" / "final" / "config.json").is_file()
+    assert (out / "zero3" / "final" / "config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared", [True, False])
+def test_two_nodes_c10d_zero2_give_the_losses_of_one_node(one_node_runs, data_root, torch_extensions, tmp_path,
+                                                         shared):
+    """2 "nodes" x 1 process (c10d rendezvous, gloo, ZeRO-2) == 1 node x 2 processes, step by step.
+
+    ``data.shared_filesystem: false`` (node-local copies) changes who builds indexes and who saves,
+    never the numbers.
+    """
+    # shared: both nodes read one data_root; node-local: each node reads its own copy. The output
+    # directory is shared either way (transformers writes model files on global rank 0 only).
+    roots = [data_root] * 2 if shared else [shutil.copytree(data_root, tmp_path / f"data{n}") for n in (0, 1)]
+    specs = []
+    for root in roots:
+        recipe = _recipe(root, tmp_path / "out", "zero2")
+        recipe["data"]["shared_filesystem"] = shared
+        specs.append({"recipe": recipe})
+    two = _torchrun_two_nodes("recipe", specs, torch_extensions)
+    want = one_node_runs[0]["zero2"][0]["losses"]
+    assert len(want) == 4
+    for rank in (0, 1):
+        assert two[rank]["losses"] == pytest.approx(want, rel=1e-5), rank
+        assert two[rank]["summed_samples"] == one_node_runs[0]["zero2"][0]["summed_samples"]
+    assert (tmp_path / "out" / "final" / "config.json").is_file()
+
+
+def test_index_builder_ranks_follow_the_filesystem(monkeypatch):
+    """Node 1 of 2 x 4 processes: its first process builds on node-local copies, waits on a shared filesystem."""
+    from cotrain.distributed import index_builder_ranks
+
+    for k, v in {"RANK": "4", "WORLD_SIZE": "8", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(k, v)
+    assert index_builder_ranks(True) == {"rank": 4, "world_size": 8}
+    assert index_builder_ranks(False) == {"rank": 0, "world_size": 4}
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ def test_no_processor_files(tmp_path, checkpoint, remove, expect):
 
 def test_flash_attention_unavailable(checkpoint, monkeypatch):
     monkeypatch.setattr(loader, "flash_attention_available", lambda: False)
-    with pytest.raises(ModelLoadError, match="flash_attention_2.*attn_implementation='sdpa'"):
+    with pytest.raises(ModelLoadError, match="flash_attention_2.*'torch_varlen'.*'sdpa'"):
         load_model_and_processor(checkpoint, attn_implementation="flash_attention_2")
 
 
