@@ -181,8 +181,11 @@ class ModelConfig:
 
     path: str | None = None
     """Local HF checkpoint directory. None = build the tiny random model below."""
+    arch: str | None = None
+    """With path None: build a random-init model of a released architecture (cotrain.model.archs: qwen2_5_vl_3b,
+    qwen2_5_vl_7b, qwen2_vl_2b, qwen2_vl_7b, qwen3_vl_2b, qwen3_vl_4b, qwen3_vl_8b) instead of the tiny one."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
-    """Used only when path is None."""
+    """Used only when path and arch are None."""
     attn_implementation: str = "sdpa"
     """flash_attention_2 | torch_varlen | sdpa | eager | auto (flash_attention_2 if flash-attn imports on CUDA, else
     torch_varlen on CUDA, else sdpa)."""
@@ -200,6 +203,13 @@ class ModelConfig:
     """LoRA adapters via peft (off unless lora.enabled)."""
 
     def __post_init__(self) -> None:
+        if self.arch is not None:
+            from cotrain.model.archs import get_arch
+
+            get_arch(self.arch)  # unknown name: ConfigError with the closest names
+            if self.path:
+                raise ConfigError(f"model.arch={self.arch!r} and model.path={self.path!r} are both set; arch builds a "
+                                  "random-init model, path loads a checkpoint. Set one of them to null")
         if self.attn_implementation not in ("flash_attention_2", "torch_varlen", "sdpa", "eager", "auto"):
             raise ConfigError(f"model.attn_implementation={self.attn_implementation!r}; "
                               "use flash_attention_2, torch_varlen, sdpa, eager or auto")

@@ -81,6 +81,10 @@ def prepare_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDatase
 def resolve_family(cfg: RunConfig):
     """The model family, known before any model is loaded (tiny config or the checkpoint's config.json)."""
     if not cfg.model.path:
+        if cfg.model.arch:
+            from cotrain.model.archs import get_arch
+
+            return get_family(get_arch(cfg.model.arch).family)
         return get_family(cfg.model.tiny.family)
     cfg_file = Path(cfg.model.path) / "config.json"
     if not cfg_file.is_file():
@@ -119,10 +123,23 @@ def build_model(cfg: RunConfig):
     from cotrain.model.tiny import build_tiny_model
 
     t = cfg.model.tiny
-    family = get_family(t.family)
-    processor = build_offline_processor(t.family, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
-    model = build_tiny_model(t.family, seed=t.seed, processor=processor, hidden_size=t.hidden_size,
-                             num_layers=t.num_layers, vision_depth=t.vision_depth)
+    family = resolve_family(cfg)
+    processor = build_offline_processor(family.name, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+    if cfg.model.arch:
+        import torch
+
+        from cotrain.model.archs import build_arch_model
+        from cotrain.model.loader import DTYPES
+        from cotrain.model.processor import special_token_ids
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = DTYPES[cfg.model.dtype] if cfg.model.dtype != "auto" else torch.bfloat16
+        model = build_arch_model(cfg.model.arch, special_token_ids(processor.tokenizer), device=device, dtype=dtype,
+                                 seed=t.seed)
+        log.info("random-init %s (%s, %s) on %s", cfg.model.arch, family.name, dtype, device)
+    else:
+        model = build_tiny_model(t.family, seed=t.seed, processor=processor, hidden_size=t.hidden_size,
+                                 num_layers=t.num_layers, vision_depth=t.vision_depth)
     from cotrain.model.loader import resolve_attn_implementation
 
     model.set_attn_implementation(resolve_attn_implementation(cfg.model.attn_implementation))
@@ -654,7 +671,8 @@ def run_training(cfg: RunConfig) -> dict:
     losses = [h["loss"] for h in history if "loss" in h]
     summary = {
         "run_name": cfg.run_name,
-        "model": cfg.model.path or f"tiny random {family.name} (hidden {cfg.model.tiny.hidden_size})",
+        "model": cfg.model.path or (f"random-init {cfg.model.arch}" if cfg.model.arch
+                                    else f"tiny random {family.name} (hidden {cfg.model.tiny.hidden_size})"),
         "parameters": n_params,
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "steps": trainer.state.global_step,
