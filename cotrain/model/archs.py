@@ -6,7 +6,12 @@ shapes and random weights (no download), for scale tests, memory planning and GP
 target device. The numbers are those of each model's ``config.json`` on the Hugging Face Hub
 (https://huggingface.co/Qwen/<Model>-Instruct/blob/main/config.json, read 2026-12); the parameter
 counts are the "Model size" the model cards state, which a test compares against the meta-device
-count. Special token ids are not part of the table: they come from the tokenizer that feeds the
+count. The Hub itself cannot be reached from our machines: the shapes were read from verbatim copies
+of those config.json files vendored in public repositories (Qwen2-VL-2B and Qwen3-VL-2B only from
+partial restatements); the counts 3.75B, 8.29B (Qwen2.5-VL-7B), 2.21B and 4.44B were confirmed from
+restatements of the cards. Qwen2-VL-7B (8.29B), Qwen3-VL-2B (card: "2B") and Qwen3-VL-8B (restated as
+"8.8B") hold the meta count rounded to 2 decimals, consistent with those rounded figures only.
+Special token ids are not part of the table: they come from the tokenizer that feeds the
 model (the real one for checkpoints, the offline one for random-init models).
 
 Must not download anything, and does not hold weights.
@@ -44,10 +49,10 @@ _Q2_ROPE = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1
 _Q3_ROPE = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20], "mrope_interleaved": True}
 
 
-def _text(hidden, inter, layers, heads, kv, vocab, rope, **extra) -> dict:
+def _text(hidden, inter, layers, heads, kv, vocab, rope, max_positions=128000, **extra) -> dict:
     return dict(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
                 num_key_value_heads=kv, vocab_size=vocab, rms_norm_eps=1e-6, hidden_act="silu",
-                max_position_embeddings=128000, rope_parameters=dict(rope), **extra)
+                max_position_embeddings=max_positions, rope_parameters=dict(rope), **extra)
 
 
 def _hub(model: str) -> str:
@@ -59,24 +64,27 @@ ARCHS: dict[str, ArchSpec] = {
                               dict(_Q25_VISION, out_hidden_size=2048), True, 3.75, _hub("Qwen2.5-VL-3B-Instruct")),
     "qwen2_5_vl_7b": ArchSpec("qwen2_5_vl", _text(3584, 18944, 28, 28, 4, 152064, _Q2_ROPE),
                               dict(_Q25_VISION, out_hidden_size=3584), False, 8.29, _hub("Qwen2.5-VL-7B-Instruct")),
-    "qwen2_vl_2b": ArchSpec("qwen2_vl", _text(1536, 8960, 28, 12, 2, 151936, _Q2_ROPE),
+    "qwen2_vl_2b": ArchSpec("qwen2_vl", _text(1536, 8960, 28, 12, 2, 151936, _Q2_ROPE, 32768),
                             dict(_Q2_VISION, hidden_size=1536), True, 2.21, _hub("Qwen2-VL-2B-Instruct")),
-    "qwen2_vl_7b": ArchSpec("qwen2_vl", _text(3584, 18944, 28, 28, 4, 152064, _Q2_ROPE),
+    "qwen2_vl_7b": ArchSpec("qwen2_vl", _text(3584, 18944, 28, 28, 4, 152064, _Q2_ROPE, 32768),
                             dict(_Q2_VISION, hidden_size=3584), False, 8.29, _hub("Qwen2-VL-7B-Instruct")),
-    "qwen3_vl_2b": ArchSpec("qwen3_vl", _text(2048, 6144, 28, 16, 8, 151936, _Q3_ROPE, head_dim=128),
+    "qwen3_vl_2b": ArchSpec("qwen3_vl", _text(2048, 6144, 28, 16, 8, 151936, _Q3_ROPE, 262144, head_dim=128),
                             dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048,
                                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                                 num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17]),
+                                 num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
+                                 hidden_act="gelu_pytorch_tanh", in_channels=3),
                             True, 2.13, _hub("Qwen3-VL-2B-Instruct")),
-    "qwen3_vl_4b": ArchSpec("qwen3_vl", _text(2560, 9728, 36, 32, 8, 151936, _Q3_ROPE, head_dim=128),
+    "qwen3_vl_4b": ArchSpec("qwen3_vl", _text(2560, 9728, 36, 32, 8, 151936, _Q3_ROPE, 262144, head_dim=128),
                             dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
                                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                                 num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17]),
+                                 num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
+                                 hidden_act="gelu_pytorch_tanh", in_channels=3),
                             True, 4.44, _hub("Qwen3-VL-4B-Instruct")),
-    "qwen3_vl_8b": ArchSpec("qwen3_vl", _text(4096, 12288, 36, 32, 8, 151936, _Q3_ROPE, head_dim=128),
+    "qwen3_vl_8b": ArchSpec("qwen3_vl", _text(4096, 12288, 36, 32, 8, 151936, _Q3_ROPE, 262144, head_dim=128),
                             dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
                                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                                 num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
+                                 num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
+                                 hidden_act="gelu_pytorch_tanh", in_channels=3),
                             False, 8.77, _hub("Qwen3-VL-8B-Instruct")),
 }
 """Released architectures by the name ``model.arch`` takes."""
