@@ -320,6 +320,8 @@ def throughput(setup: Setup, arch: str, mode: str, *, lora: bool, steps: int) ->
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    lengths = [int(s["input_ids"].numel()) for s in samples]
+    packs = plan_packs(lengths, setup.max_length, seed=0, epoch=0)
     model = build(setup, arch)
     info = {"arch": arch, "mode": mode, "training": "LoRA r=64 on the LM, merger trained, vision frozen" if lora
             else "full fine-tune"}
@@ -330,14 +332,11 @@ def throughput(setup: Setup, arch: str, mode: str, *, lora: bool, steps: int) ->
         info["liger"] = True if ok else f"unavailable ({why.split(': ', 1)[-1][:60]})"
         info["attention"], info["cpu_stand_in"] = packed_attention(setup)
         model.set_attn_implementation(info["attention"])
-        lengths = [int(s["input_ids"].numel()) for s in samples]
-        packs = plan_packs(lengths, setup.max_length, seed=0, epoch=0)
         collate = PackCollator(pad_token_id=pad, spatial_merge_size=2, flatten=True)
         batches = [collate([[samples[i] for i in p]]) for p in packs]
         selective = not ok
     else:
-        per = max(1, math.ceil(len(samples) / max(1, len(plan_packs([int(s["input_ids"].numel()) for s in samples],
-                                                                       setup.max_length, seed=0, epoch=0)))))
+        per = math.ceil(len(samples) / len(packs))  # padded batches hold as many samples as a pack
         collate = PaddingCollator(pad_token_id=pad)
         batches = [collate(samples[i:i + per]) for i in range(0, len(samples), per)]
         selective = False
@@ -349,7 +348,7 @@ def throughput(setup: Setup, arch: str, mode: str, *, lora: bool, steps: int) ->
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=cuda)
     flops = model_flops(model.get_base_model() if lora else model, samples)
-    real_tokens = sum(int(s["input_ids"].numel()) for s in samples)
+    real_tokens = sum(lengths)
     slots = sum(int(b["input_ids"].numel()) for b in batches)
 
     def step():

@@ -20,7 +20,7 @@ Must not download anything, and does not hold weights.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cotrain.errors import ConfigError
 from cotrain.model.families import get_family
@@ -37,7 +37,6 @@ class ArchSpec:
     card_params_b: float
     """Parameter count in billions as the model card states it (rounded as stated)."""
     source: str
-    extra_text: dict = field(default_factory=dict)
 
 
 _Q25_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
@@ -45,6 +44,8 @@ _Q25_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads
                    hidden_act="silu", in_channels=3)
 _Q2_VISION = dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2, in_channels=3)
+_Q3_VISION = dict(num_heads=16, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                  num_position_embeddings=2304, hidden_act="gelu_pytorch_tanh", in_channels=3)
 _Q2_ROPE = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}
 _Q3_ROPE = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20], "mrope_interleaved": True}
 
@@ -69,22 +70,16 @@ ARCHS: dict[str, ArchSpec] = {
     "qwen2_vl_7b": ArchSpec("qwen2_vl", _text(3584, 18944, 28, 28, 4, 152064, _Q2_ROPE, 32768),
                             dict(_Q2_VISION, hidden_size=3584), False, 8.29, _hub("Qwen2-VL-7B-Instruct")),
     "qwen3_vl_2b": ArchSpec("qwen3_vl", _text(2048, 6144, 28, 16, 8, 151936, _Q3_ROPE, 262144, head_dim=128),
-                            dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048,
-                                 patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                                 num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
-                                 hidden_act="gelu_pytorch_tanh", in_channels=3),
+                            dict(_Q3_VISION, depth=24, hidden_size=1024, intermediate_size=4096, out_hidden_size=2048,
+                                 deepstack_visual_indexes=[5, 11, 17]),
                             True, 2.13, _hub("Qwen3-VL-2B-Instruct")),
     "qwen3_vl_4b": ArchSpec("qwen3_vl", _text(2560, 9728, 36, 32, 8, 151936, _Q3_ROPE, 262144, head_dim=128),
-                            dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
-                                 patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                                 num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
-                                 hidden_act="gelu_pytorch_tanh", in_channels=3),
+                            dict(_Q3_VISION, depth=24, hidden_size=1024, intermediate_size=4096, out_hidden_size=2560,
+                                 deepstack_visual_indexes=[5, 11, 17]),
                             True, 4.44, _hub("Qwen3-VL-4B-Instruct")),
     "qwen3_vl_8b": ArchSpec("qwen3_vl", _text(4096, 12288, 36, 32, 8, 151936, _Q3_ROPE, 262144, head_dim=128),
-                            dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
-                                 patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                                 num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
-                                 hidden_act="gelu_pytorch_tanh", in_channels=3),
+                            dict(_Q3_VISION, depth=27, hidden_size=1152, intermediate_size=4304, out_hidden_size=4096,
+                                 deepstack_visual_indexes=[8, 16, 24]),
                             False, 8.77, _hub("Qwen3-VL-8B-Instruct")),
 }
 """Released architectures by the name ``model.arch`` takes."""
