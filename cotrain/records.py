@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cotrain.boxes import is_convex_quad, quad_area
 from cotrain.errors import RecordError
+from cotrain.geometry.quads import is_convex_quad, quad_area
 
 TASKS = ("classification", "vqa", "mcq", "grounding", "detection", "captioning", "zoom_vqa", "conversation")
 MODALITIES = ("rgb", "ir", "sar", "ms")

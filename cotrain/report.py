@@ -6,7 +6,6 @@ Reads only what the run already produced (log history, metrics, predictions); ne
 from __future__ import annotations
 
 import json
-import os
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,7 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and rename, so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+from cotrain.files import write_json_atomic  # noqa: E402
 
 
 def plot_loss(log_history: list[dict], out: Path) -> bool:
@@ -118,7 +112,7 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
     lines += ["## Held-out evaluation", "", "Per-sample answers and scores: `eval/<dataset>/results.jsonl`; "
               "the harness's own tables: `eval/report.md`.", "", "| dataset | task | n | score | baseline | notes |",
               "|---|---|---|---|---|---|"]
-    from cotrain.bench.harness import flat_results, headline_key
+    from cotrain.eval.summary import flat_results, headline_key
 
     for name, m in flat_results(metrics).items():  # a mixed-task dataset gets a row per task
         headline = headline_key(m)

@@ -22,7 +22,12 @@ from typing import Any
 import yaml
 
 from cotrain.config import RunConfig, check_budgets, check_files, config_to_dict
-from cotrain.data.dataset import LoadedDataset, SampleBuilder, TrainingDataset, load_dataset
+from cotrain.data.dataset import (
+    LoadedDataset,
+    SampleBuilder,
+    TrainingDataset,
+    load_dataset,
+)
 from cotrain.errors import ConfigError
 from cotrain.model.families import get_family
 
@@ -624,7 +629,7 @@ def run_training(cfg: RunConfig) -> dict:
             log.warning("eval.every_steps ignored: the ZeRO-3 model is partitioned across ranks; evaluate "
                         "checkpoints with tools/eval.py")
         else:
-            from cotrain.bench.training import PeriodicEval
+            from cotrain.eval.training import PeriodicEval
 
             trainer.add_callback(PeriodicEval(trainer, processor, family, cfg.data, cfg.eval, eval_sets,
                                               out_dir / "evals"))
@@ -699,7 +704,7 @@ def run_training(cfg: RunConfig) -> dict:
         log.warning("held-out evaluation skipped: the ZeRO-3 model is partitioned across ranks; evaluate %s with "
                     "tools/predict.py or tools/eval.py", final)
     elif cfg.eval.enabled and eval_sets:
-        from cotrain.bench.training import predictions_of, run_eval
+        from cotrain.eval.training import predictions_of, run_eval
 
         # the same harness as tools/eval.py; rank 0 alone (the other ranks have returned)
         metrics = run_eval(model, processor, family, cfg.data, cfg.eval, eval_sets, out_dir / "eval")

@@ -1,8 +1,8 @@
 """Detection metrics: VOC mAP, confidence-free APnc, the score-threshold sweep and LMMRotate's mF1.
 
 This module owns turning matched detections into numbers. It takes ``Detections`` and
-``GroundTruth`` (detection.types) and a class list; it must not parse text, read files or
-compute polygon geometry itself (IoU comes from ``detection.iou``).
+``GroundTruth`` (cotrain.dota.types) and a class list; it must not parse text, read files or
+compute polygon geometry itself (IoU comes from ``cotrain.geometry.iou``).
 
 Matching (VOC / mmrotate ``tpfp_default`` style), per class and per image:
 
@@ -56,9 +56,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cotrain.dota.types import DOTA_ABBREVIATIONS, Detections, GroundTruth
 from cotrain.errors import ConfigError
-from detection.iou import iou_pairs, min_area_rect
-from detection.types import DOTA_ABBREVIATIONS, Detections, GroundTruth
+from cotrain.geometry.iou import iou_pairs, min_area_rect
 
 IOU_THRS_50_95 = tuple(float(t) for t in np.round(np.arange(0.5, 0.951, 0.05), 2))
 """The COCO-style IoU list whose mean AP is reported as AP50:95."""

@@ -14,17 +14,11 @@ import zlib
 
 import numpy as np
 
-from cotrain.boxes import BoxCodec, format_detection_answer, hbb_to_quad, order_quad
+from cotrain.boxes import BoxCodec, format_detection_answer
+from cotrain.dota.types import GT, Det, Detections, GroundTruth
 from cotrain.errors import RecordError
+from cotrain.geometry.quads import box_to_quad
 from cotrain.records import read_records
-from detection.types import GT, Det, Detections, GroundTruth
-
-
-def record_quad(obj: dict) -> np.ndarray:
-    """The quad of a canonical box dict ({"quad": [...]} or {"hbb": [...]}) in original pixels."""
-    if "quad" in obj:
-        return np.asarray(order_quad(obj["quad"]), dtype=np.float64)
-    return np.asarray(hbb_to_quad(obj["hbb"]), dtype=np.float64)
 
 
 def gts_from_records(path: str) -> tuple[GroundTruth, list[str], dict[str, dict]]:
@@ -39,7 +33,7 @@ def gts_from_records(path: str) -> tuple[GroundTruth, list[str], dict[str, dict]
                               record_id=rec.get("id"), field="task")
         rid = str(rec["id"])
         by_id[rid] = rec
-        gts[rid] = [GT(o["label"], record_quad(o), int(o.get("difficult", 0))) for o in rec["objects"]]
+        gts[rid] = [GT(o["label"], np.asarray(box_to_quad(o), dtype=np.float64), int(o.get("difficult", 0))) for o in rec["objects"]]
         classes.update(rec.get("classes") or [o["label"] for o in rec["objects"]])
     return gts, sorted(classes), by_id
 

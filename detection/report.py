@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,16 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from detection.metrics import IOU_THRS_50_95, MapResult, apnc, eval_map, mf1, threshold_sweep  # noqa: E402
-from detection.types import DOTA_ABBREVIATIONS, Det, Detections, GroundTruth  # noqa: E402
+from cotrain.dota.types import DOTA_ABBREVIATIONS, Det, Detections, GroundTruth  # noqa: E402
+from cotrain.files import write_text_atomic  # noqa: E402
+from detection.metrics import (  # noqa: E402
+    IOU_THRS_50_95,
+    MapResult,
+    apnc,
+    eval_map,
+    mf1,
+    threshold_sweep,
+)
 
 
 @dataclass
@@ -259,9 +266,7 @@ def write_report(out_dir: str | Path, rows: list[MethodRow], classes: list[str],
     result = {"options": options, "inputs": inputs, "classes": classes, "n_images": len(gts), "n_gt": n_gt,
               "rows": [asdict(r) for r in rows],
               "sweeps": extras.get("sweeps", {})}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(_json_safe(result), indent=2, allow_nan=False))
-    os.replace(tmp, out / "results.json")
+    write_text_atomic(out / "results.json", json.dumps(_json_safe(result), indent=2, allow_nan=False))
     _plot_per_class(rows, classes, out / "per_class_ap50.png")
     if extras.get("pr"):
         _plot_pr(extras["pr"], out / "pr_curves.png")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detection.types import DOTA_V1_CLASSES, GT, Det, Detections, GroundTruth
+from cotrain.dota.types import DOTA_V1_CLASSES, GT, Det, Detections, GroundTruth
 
 # Typical long side in pixels per class index (plane ... helicopter): vehicles are small, fields large.
 _CLASS_SIZE = np.array([60, 80, 120, 220, 18, 40, 35, 50, 60, 30, 200, 150, 90, 40, 50], dtype=np.float64)

@@ -3,7 +3,7 @@
 
 Subcommands:
 
-* ``iou``: rotated-IoU pairs per second of ``detection.iou.iou_pairs`` against shapely on the same
+* ``iou``: rotated-IoU pairs per second of ``cotrain.geometry.iou.iou_pairs`` against shapely on the same
   pairs (shapely 2's vectorised intersection/union over polygon arrays, the fair baseline, and a
   per-pair Python loop over a subset), checking on the way that both give the same IoU.
 
@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detection.iou import iou_pairs, rboxes_to_quads  # noqa: E402
+from cotrain.geometry.iou import iou_pairs, rboxes_to_quads  # noqa: E402
 
 
 def _timed(fn, repeats: int = 1):
@@ -163,9 +163,9 @@ def shapely_apnc(dets, gts, classes, iou_thr: float = 0.5) -> float:
 
 def bench_apnc(n_images: int, seed: int, baseline: bool = True) -> dict:
     """Full APnc50 on a DOTA-sized synthetic set: ours vs the shapely baseline, same data, same run."""
+    from cotrain.dota.types import DOTA_V1_CLASSES
     from detection.metrics import apnc
     from detection.synthetic import make_synthetic_dota
-    from detection.types import DOTA_V1_CLASSES
 
     t_gen, (dets, gts) = _timed(lambda: make_synthetic_dota(n_images, seed))
     classes = list(DOTA_V1_CLASSES)
@@ -204,8 +204,8 @@ def main(argv=None) -> int:
         res = bench_iou(args.pairs, args.seed, loop_pairs=args.loop_pairs)
         print(f"rotated IoU on {res['pairs']} DOTA-like pairs ({res['overlapping']:.0%} overlapping), "
               f"max |ours - shapely| = {res['max_abs_diff_vs_shapely']:.1e}")
-        print(f"  detection.iou.iou_pairs mode=quad : {res['ours_quad_pairs_per_s']:>12,.0f} pairs/s")
-        print(f"  detection.iou.iou_pairs mode=rbox : {res['ours_rbox_pairs_per_s']:>12,.0f} pairs/s")
+        print(f"  cotrain.geometry.iou.iou_pairs mode=quad : {res['ours_quad_pairs_per_s']:>12,.0f} pairs/s")
+        print(f"  cotrain.geometry.iou.iou_pairs mode=rbox : {res['ours_rbox_pairs_per_s']:>12,.0f} pairs/s")
         print(f"  shapely 2 vectorised (quads)      : {res['shapely_vectorised_pairs_per_s']:>12,.0f} pairs/s")
         print(f"  shapely 2 vectorised (min rects)  : {res['shapely_rbox_vectorised_pairs_per_s']:>12,.0f} pairs/s")
         print(f"  shapely per-pair Python loop      : {res['shapely_loop_pairs_per_s']:>12,.0f} pairs/s")

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def build_requests(backend, data_root: str, n: int, max_new_tokens: int):
-    from cotrain.bench.harness import EvalOptions, build_request, prepare
-    from cotrain.bench.registry import demo_benchmark
+    from cotrain.eval.harness import EvalOptions, build_request, prepare
+    from cotrain.eval.registry import demo_benchmark
     from cotrain.inference.base import SamplingParams
 
     per = []

@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
-    from cotrain.bench.harness import EvalOptions, evaluate, weights_fingerprint
-    from cotrain.bench.registry import resolve_benchmarks
+    from cotrain.eval.harness import EvalOptions, evaluate, weights_fingerprint
+    from cotrain.eval.registry import resolve_benchmarks
     from cotrain.inference import load_backend, override_limits
 
     try:
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
             pass
     if rank == 0:
         print(f"wrote {out / 'report.md'}, {out / 'metrics.json'}")
-        from cotrain.bench.harness import flat_results
+        from cotrain.eval.summary import flat_results
 
         print("EVAL_RESULT " + json.dumps({k: {m: v for m, v in r.items() if isinstance(v, (int, float))}
                                           for k, r in flat_results(results).items()}))

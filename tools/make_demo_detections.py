@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="outputs/det_demo")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from detection.dota import write_task1_dir
+    from cotrain.dota.formats import write_task1_dir
     from detection.records import gts_from_records, oracle_responses, simulate_detector
 
     out = Path(args.out)
@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                 (out / "responses_oracle.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
                 print(f"responses_oracle.jsonl: {len(rows)} responses")
         if args.model:
-            from cotrain.evaluation import predict_to_jsonl
+            from cotrain.eval.harness import predict_records
 
-            n = predict_to_jsonl(args.model, str(recs / "syn_det_test.jsonl"), args.data_root,
+            n = predict_records(args.model, str(recs / "syn_det_test.jsonl"), args.data_root,
                                  str(out / "responses_tiny.jsonl"), box_format="quad", max_pixels=args.max_pixels,
                                  max_samples=args.max_samples, max_new_tokens=192)
             print(f"responses_tiny.jsonl: {n} responses from {args.model}")

@@ -13,8 +13,6 @@ Thin wrapper over ``zoom_chain.training_data.build_chain_records``. The defaults
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from collections import Counter
@@ -23,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from cotrain.errors import CotrainError  # noqa: E402
+from cotrain.files import write_jsonl_atomic  # noqa: E402
 from cotrain.model.families import FAMILIES  # noqa: E402
 from cotrain.records import read_records  # noqa: E402
 from zoom_chain.training_data import build_chain_records  # noqa: E402
@@ -34,12 +33,7 @@ DEFAULTS = {"family": "qwen2_5_vl", "min_pixels": 3136, "max_pixels": 50176, "ma
 
 def write_jsonl(records: list[dict], path: Path) -> None:
     """All records, one per line, replacing ``path`` only once the whole file is written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, records, ensure_ascii=False, separators=(",", ":"))
 
 
 def main(argv: list[str] | None = None) -> int:

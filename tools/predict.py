@@ -29,17 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="responses JSONL to write")
     p.add_argument("--box-format", default="quad", choices=("hbb", "obb", "quad"))
     p.add_argument("--prompt-style", default="plain", choices=("plain", "json"))
-    p.add_argument("--max-samples", type=int, default=10**9)
+    p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--max-pixels", type=int, default=None, help="pixel budget per image (default 256 visual tokens)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from cotrain.evaluation import predict_to_jsonl
+    from cotrain.eval.harness import predict_records
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     try:
-        n = predict_to_jsonl(args.model, args.records, args.image_root, args.out, box_format=args.box_format,
+        n = predict_records(args.model, args.records, args.image_root, args.out, box_format=args.box_format,
                              prompt_style=args.prompt_style, max_samples=args.max_samples,
                              batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                              max_pixels=args.max_pixels)

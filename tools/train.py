@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if s is None:  # a rank > 0 under torchrun: rank 0 prints the summary
         return 0
     print(f"\ndone: {s['steps']} steps in {s['train_seconds']:.0f} s, loss {s['first_loss']} -> {s['last_loss']}")
-    from cotrain.bench.harness import headline_key
+    from cotrain.eval.summary import headline_key
 
     for name, m in result["eval"].items():
         extra = f" (chance {m['chance']:.3f})" if "chance" in m else ""

@@ -24,8 +24,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from cotrain.bench.scoring import enclosing_hbb
 from cotrain.errors import ConfigError
+from cotrain.geometry.quads import enclosing_hbb
 from cotrain.metrics.answers import extract_choice, vqa_match
 from zoom_chain import protocol as P
 from zoom_chain.controller import ChainConfig, ChainResult, Question, ZoomChain
@@ -123,7 +123,7 @@ def summarise(items: list[Item], results: list[ChainResult]) -> dict:
 def evaluate_zoom(backend, items: list[Item], out_dir: str | Path, *, modes=MODES, config: ChainConfig | None = None,
                   progress: bool = False) -> dict:
     """Run each mode on the same items; write ``<mode>.jsonl`` traces, ``metrics.json``, ``report.md``."""
-    from cotrain.report import write_json_atomic
+    from cotrain.files import write_json_atomic
 
     cfg = config or ChainConfig()
     out = Path(out_dir)

@@ -8,11 +8,11 @@ Reads only the ``ChainResult``; must not run models or read images.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from cotrain.files import write_text_atomic
 from zoom_chain.controller import ChainResult
 
 COLOURS = ("red", "yellow", "cyan", "magenta", "lime", "orange")
@@ -23,9 +23,7 @@ def write_trace(result: ChainResult, out_dir: str | Path, *, stem: str = "trace"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js = out / f"{stem}.json"
-    tmp = js.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.trace(), indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, js)
+    write_text_atomic(js, json.dumps(result.trace(), indent=2, default=str))
     png = out / f"{stem}.png"
     if result.overview is None:
         return js, png

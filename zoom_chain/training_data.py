@@ -30,7 +30,6 @@ This module must not run models, tokenize, or decide the chain's texts (``protoc
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -39,8 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cotrain.boxes import box_to_quad
 from cotrain.errors import ConfigError
+from cotrain.files import atomic_path
+from cotrain.geometry.quads import box_to_quad, quad_to_hbb
 from cotrain.inference.base import PixelLimits, resized_size
 from cotrain.model.families import FamilySpec, get_family
 from cotrain.records import validate_record
@@ -99,12 +99,6 @@ def _touches(b: list[float], cell: list[float]) -> bool:
     return b[0] < cell[2] and b[2] > cell[0] and b[1] < cell[3] and b[3] > cell[1]
 
 
-def _object_hbb(obj: dict) -> list[float]:
-    q = box_to_quad(obj)
-    xs, ys = q[0::2], q[1::2]
-    return [min(xs), min(ys), max(xs), max(ys)]
-
-
 def detection_question(record: dict, rng: np.random.Generator) -> dict | None:
     """A question about specific objects of a detection record, or None when none can be asked.
 
@@ -117,7 +111,7 @@ def detection_question(record: dict, rng: np.random.Generator) -> dict | None:
     """
     img = record["images"][0]
     w, h = img["width"], img["height"]
-    objects = [(o["label"], _object_hbb(o)) for o in record.get("objects", []) if o.get("image", 0) == 0]
+    objects = [(o["label"], quad_to_hbb(box_to_quad(o))) for o in record.get("objects", []) if o.get("image", 0) == 0]
     labels = sorted({lab for lab, _ in objects} | set(record.get("classes") or []))
     count, yes, no = [], [], []
     for name in [n for row in PARTS for n in row]:
@@ -165,10 +159,8 @@ def _image_key(rel_path: str) -> str:
 
 def _save_png(im: Image.Image, path: Path) -> None:
     """Write atomically: a half-written PNG from an interrupted run must never look valid."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
 
 
 def overview_image(im, limits: PixelLimits) -> Image.Image:

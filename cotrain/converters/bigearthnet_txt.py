@@ -30,8 +30,15 @@ import json
 import re
 from pathlib import Path
 
-from cotrain.converters import ConvertError, ConvertReport, RecordWriter, find_image, image_size, read_utf8, \
-    relative_image_path
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    find_image,
+    image_size,
+    read_utf8,
+    relative_image_path,
+)
 
 KINDS = ("binary", "mcq")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")

@@ -24,7 +24,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cotrain.converters import ConvertError, ConvertReport, RecordWriter, image_size, read_utf8
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    image_size,
+    read_utf8,
+)
 from cotrain.converters.scenes import check_modality
 
 

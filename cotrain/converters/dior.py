@@ -19,8 +19,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
-from cotrain.converters import (ConvertError, ConvertReport, RecordWriter, clean_box, find_image, image_size,
-                                read_id_list, relative_image_path)
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    clean_box,
+    find_image,
+    image_size,
+    read_id_list,
+    relative_image_path,
+)
 
 DIOR_CLASSES = (
     "airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "expressway-service-area",

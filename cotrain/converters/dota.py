@@ -5,7 +5,7 @@ record per image (quads in original pixels, DOTA vertex order kept, difficult fl
 ``split_patches``, one record per 1024 px patch (gap 200, objects kept when IoF >= 0.7, objects cut
 by a patch border clipped and marked difficult 2, patch ids ``<orig>__1024__<x>___<y>``, patch
 images written padded under ``patch_dir/images``). Parsing the labelTxt format and the patch rules
-are ``detection.dota.read_labeltxt`` and ``detection.split.split_image``; this module must not
+are ``cotrain.dota.formats.read_labeltxt`` and ``cotrain.dota.split.split_image``; this module must not
 re-implement them, and it must not compute metrics.
 """
 
@@ -13,12 +13,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotrain.converters import (ConvertError, ConvertReport, RecordWriter, clean_box, find_image, image_size,
-                                read_id_list, read_utf8, relative_image_path)
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    clean_box,
+    find_image,
+    image_size,
+    read_id_list,
+    read_utf8,
+    relative_image_path,
+)
+from cotrain.dota.formats import HEADER_KEYS, ReadReport, read_labeltxt
+from cotrain.dota.split import split_image
+from cotrain.dota.types import DOTA_V1_CLASSES, DOTA_V15_CLASSES, GT
 from cotrain.errors import CotrainError
-from detection.dota import HEADER_KEYS, ReadReport, read_labeltxt
-from detection.split import split_image
-from detection.types import DOTA_V1_CLASSES, DOTA_V15_CLASSES, GT
 
 DOTA_CLASSES = {"1.0": DOTA_V1_CLASSES, "1.5": DOTA_V15_CLASSES}
 """Class list per DOTA version (official order)."""

@@ -32,7 +32,13 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from cotrain.converters import ConvertError, ConvertReport, RecordWriter, image_size, read_utf8
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    image_size,
+    read_utf8,
+)
 from cotrain.converters.scenes import IMAGE_EXTENSIONS
 
 KINDS = ("rgb", "ir", "dual")

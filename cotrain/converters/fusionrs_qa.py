@@ -21,7 +21,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cotrain.converters import ConvertError, ConvertReport, RecordWriter, image_size, read_utf8
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    image_size,
+    read_utf8,
+)
 from cotrain.converters.vrsbench import answer_type_of
 
 QA_TYPES = ("scene", "object", "ir_cue")

@@ -45,7 +45,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cotrain.converters import ConvertError, ConvertReport, RecordWriter, image_size, read_utf8
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    image_size,
+    read_utf8,
+)
 from cotrain.converters.scenes import check_modality
 from cotrain.records import IMAGE_PLACEHOLDER
 

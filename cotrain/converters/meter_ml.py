@@ -25,7 +25,14 @@ import io
 import re
 from pathlib import Path
 
-from cotrain.converters import ConvertError, ConvertReport, RecordWriter, image_size, read_utf8, relative_image_path
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    image_size,
+    read_utf8,
+    relative_image_path,
+)
 
 CLASSES = ["coal mine", "concentrated animal feeding operation", "landfill", "natural gas processing plant",
            "no methane source", "oil refinery and petroleum terminal", "wastewater treatment plant"]

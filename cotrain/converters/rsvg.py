@@ -15,8 +15,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotrain.converters import ConvertError, ConvertReport, RecordWriter, clean_box, read_utf8
-from cotrain.converters.dior import BNDBOX_FIELDS, box_values, checked_image, read_voc_xml
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    clean_box,
+    read_utf8,
+)
+from cotrain.converters.dior import (
+    BNDBOX_FIELDS,
+    box_values,
+    checked_image,
+    read_voc_xml,
+)
 
 
 def read_index_split(path: str | Path) -> set[int]:

@@ -17,8 +17,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cotrain.converters import (ConvertError, ConvertReport, RecordWriter, image_size, read_utf8,
-                                relative_image_path)
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    image_size,
+    read_utf8,
+    relative_image_path,
+)
 
 ANSWER_TYPES = {"presence": "yes_no", "comp": "yes_no", "comparison": "yes_no", "count": "number",
                 "rural_urban": "word", "area": "word"}

@@ -31,9 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cotrain.converters import ConvertError, ConvertReport, RecordWriter, image_size, relative_image_path
-from cotrain.seeding import stable_seed
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    image_size,
+    relative_image_path,
+)
 from cotrain.records import MODALITIES
+from cotrain.seeding import stable_seed
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 """File endings treated as images (case-insensitive); other files are counted in ``report.ignored``."""

@@ -32,8 +32,15 @@ import math
 import re
 from pathlib import Path
 
-from cotrain.converters import (ConvertError, ConvertReport, RecordWriter, clean_box, image_size, read_utf8,
-                                relative_image_path)
+from cotrain.converters.base import (
+    ConvertError,
+    ConvertReport,
+    RecordWriter,
+    clean_box,
+    image_size,
+    read_utf8,
+    relative_image_path,
+)
 
 KINDS = ("vqa", "caption", "referring")
 EVAL_FILES = {"vqa": "VRSBench_EVAL_vqa.json", "caption": "VRSBench_EVAL_Cap.json",

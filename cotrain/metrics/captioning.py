@@ -21,7 +21,7 @@ Fidelity, measured against pycocoevalcap 1.2 (tests/cotrain/data/caption_golden.
   It equals the jar run with ``-m "exact stem"``; against full METEOR 1.5 it reads slightly lower
   whenever synonyms or paraphrases would have matched (gap reported by the tests).
 
-Must not: run models, read prediction files, know benchmarks (``cotrain.bench`` wires this in).
+Must not: run models, read prediction files, know benchmarks (``cotrain.eval`` wires this in).
 """
 
 from __future__ import annotations

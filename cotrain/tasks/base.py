@@ -9,6 +9,7 @@ or decide sizes: sizes arrive from the resolution step, pixels are the encoder's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,12 @@ class Conversation:
     """Structured answer for metrics, e.g. ``{"label": "forest"}``; boxes in ORIGINAL pixels."""
     meta: dict
     """``{"id", "task", "dataset", "template"}``; template names the bank entries chosen."""
+
+
+def user_text(conv: Any) -> str:
+    """The text of the user turns of a conversation or request (what was asked)."""
+    return " ".join(p["text"] for m in conv.messages if m["role"] == "user"
+                    for p in m["content"] if p.get("type") == "text")
 
 
 def template_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

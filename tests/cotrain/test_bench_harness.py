@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cotrain.bench.harness import EvalOptions, evaluate, run_benchmark
-from cotrain.bench.registry import Benchmark, load_benchmark_file, resolve_benchmarks
 from cotrain.data.synthetic import generate_demo_data
 from cotrain.errors import ConfigError, RecordError
+from cotrain.eval.harness import EvalOptions, evaluate, run_benchmark
+from cotrain.eval.registry import Benchmark, load_benchmark_file, resolve_benchmarks
 from cotrain.inference.base import GenerationResponse, PixelLimits, load_request_images
 from cotrain.model.families import get_family
 from cotrain.records import read_records
@@ -256,7 +256,7 @@ def test_cache_survives_prose_changes_and_smaller_max_samples(data_root, tmp_pat
 
 
 def test_mixed_benchmark_scores_each_task_and_skips_unscored_ones(data_root, tmp_path):
-    from cotrain.bench.harness import flat_results
+    from cotrain.eval.summary import flat_results
 
     rows = []
     for name in ("syn_cls", "syn_det", "syn_conv"):
@@ -286,7 +286,7 @@ def test_vllm_inputs_cover_a_benchmark_budget_above_the_backends(data_root, tmp_
     fam = get_family("qwen2_5_vl")
     bench = _bench(data_root, "syn_cls", "classification", max_pixels=200704)  # 4x the backend's budget
     backend = Scripted(lambda r: "")
-    from cotrain.bench.harness import build_request, prepare
+    from cotrain.eval.harness import build_request, prepare
 
     p = prepare(bench, backend, EvalOptions(max_samples=2, progress=False))
     req, _ = build_request(p, 0, p.records[0])
@@ -294,7 +294,9 @@ def test_vllm_inputs_cover_a_benchmark_budget_above_the_backends(data_root, tmp_
     assert h * w > backend.limits.max_pixels  # the request really is bigger than the backend's budget
     inputs = build_vllm_inputs(req, ChatEncoder(build_offline_processor("qwen2_5_vl"), fam), backend.limits)
     kw = inputs["mm_processor_kwargs"]
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        smart_resize as hf_smart_resize,
+    )
 
     assert hf_smart_resize(h, w, factor=28, min_pixels=kw["min_pixels"], max_pixels=kw["max_pixels"]) == (h, w)
 

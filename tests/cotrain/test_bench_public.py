@@ -1,4 +1,4 @@
-"""cotrain.bench.public: every public benchmark on a tiny fixture laid out like its standard files.
+"""cotrain.eval.public: every public benchmark on a tiny fixture laid out like its standard files.
 
 Expected records are hand-derived from the fixtures (boxes, answers, labels written here), the
 scene test parts are checked against the training converter's train part (disjoint), and the
@@ -15,11 +15,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cotrain.bench.public import (AID_CLASSES, NWPU_CLASSES, PUBLIC_BENCHMARKS, UCM_CLASSES, WHU_RS19_CLASSES,
-                                  prepare_public)
-from cotrain.bench.registry import OPTION_KEYS, resolve_benchmarks
 from cotrain.converters.scenes import convert_scenes
 from cotrain.errors import ConfigError
+from cotrain.eval.public import (
+    AID_CLASSES,
+    NWPU_CLASSES,
+    PUBLIC_BENCHMARKS,
+    UCM_CLASSES,
+    WHU_RS19_CLASSES,
+    prepare_public,
+)
+from cotrain.eval.registry import OPTION_KEYS, resolve_benchmarks
 from cotrain.records import read_records
 
 

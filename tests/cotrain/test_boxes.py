@@ -7,9 +7,20 @@ import pytest
 import shapely
 from shapely.geometry import LinearRing, MultiPoint, Polygon
 
-from cotrain.boxes import (NONE_ANSWER, BoxCodec, hbb_to_quad, obb_to_quad, order_quad, parse_detection_answer,
-                           quad_to_hbb, quad_to_obb, format_detection_answer)
+from cotrain.boxes import (
+    NONE_ANSWER,
+    BoxCodec,
+    format_detection_answer,
+    parse_detection_answer,
+)
 from cotrain.errors import ConfigError
+from cotrain.geometry.quads import (
+    hbb_to_quad,
+    obb_to_quad,
+    order_quad,
+    quad_to_hbb,
+    quad_to_obb,
+)
 from cotrain.model.families import FAMILIES
 
 
@@ -298,7 +309,8 @@ def test_points_in_a_detection_answer():
 # meets the integer grid, so their size in frame units is what the draw controls) and mapped to
 # original pixels by the frame's scale, computed here independently of boxes.py.
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 from cotrain.resolution import smart_resize  # noqa: E402
 
@@ -444,7 +456,7 @@ def test_property_small_axis_aligned_obb_within_one_quantum(setup, data):
 # ---------------------------------------------------------------- one vertex rule ----
 
 def test_every_public_function_returning_quads_uses_the_vertex_rule():
-    from cotrain.boxes import box_to_quad
+    from cotrain.geometry.quads import box_to_quad
 
     rng = np.random.default_rng(7)
     codec_abs, codec_norm = BoxCodec("abs"), BoxCodec("norm1000")
@@ -467,7 +479,7 @@ def test_every_public_function_returning_quads_uses_the_vertex_rule():
 
 
 def test_convexity_helpers_against_shapely():
-    from cotrain.boxes import is_convex_quad, quad_area
+    from cotrain.geometry.quads import is_convex_quad, quad_area
 
     rng = np.random.default_rng(8)
     for _ in range(300):

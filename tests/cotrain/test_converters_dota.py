@@ -14,8 +14,8 @@ from PIL import Image
 
 from cotrain.converters import CONVERTERS, ConvertError, image_size
 from cotrain.converters.dota import convert_dota
+from cotrain.dota.types import DOTA_V1_CLASSES, DOTA_V15_CLASSES
 from cotrain.records import read_records
-from detection.types import DOTA_V1_CLASSES, DOTA_V15_CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -155,8 +155,8 @@ def test_mismatched_lora_adapter_is_a_clear_error(ckpt, tmp_path):
         HFBackend.from_checkpoint(ckpt, adapter=adapter, device="cpu")
 
 
-def test_predict_to_jsonl_writes_responses_and_counts_skips(ckpt, tmp_path):
-    from cotrain.evaluation import predict_to_jsonl
+def test_predict_records_writes_responses_and_counts_skips(ckpt, tmp_path):
+    from cotrain.eval.harness import predict_records
 
     _image(tmp_path, "a.png", 120, 90, 1)
     recs = [{"id": "a", "task": "detection", "images": [{"path": "a.png", "modality": "rgb", "width": 120, "height": 90}],
@@ -165,7 +165,7 @@ def test_predict_to_jsonl_writes_responses_and_counts_skips(ckpt, tmp_path):
              "objects": [], "classes": ["plane"]}]
     (tmp_path / "det.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     out = tmp_path / "responses.jsonl"
-    n = predict_to_jsonl(str(ckpt), str(tmp_path / "det.jsonl"), str(tmp_path), str(out), max_new_tokens=4)
+    n = predict_records(str(ckpt), str(tmp_path / "det.jsonl"), str(tmp_path), str(out), max_new_tokens=4)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert n == 1 and [r["id"] for r in rows] == ["a"]  # the record without its image is skipped, not answered
     lim = PixelLimits(get_family("qwen2_5_vl").default_min_pixels, 256 * 28 * 28, 28)

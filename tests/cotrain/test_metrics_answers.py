@@ -76,7 +76,7 @@ CHOICES = ["water", "forest", "urban", "bare soil"]
 @pytest.mark.parametrize("text, idx", [
     ("B", 1), ("B.", 1), ("(C)", 2), ("C)", 2), ("D. bare soil", 3), ("D bare soil", 3), ("forest", 1),
     ("Bare soil", 3), ("", None), ("E", None), ("water or forest", None), ("Because", None),
-    ("C and D", None), ("A. forest", None), ("B:", 1), ("b", None),
+    ("C and D", None), ("A. forest", None), ("B:", 1), ("b", None), ("nonsense", None),
 ])
 def test_extract_choice(text, idx):
     assert extract_choice(text, CHOICES) == idx
@@ -178,3 +178,18 @@ def test_very_long_responses_are_fast_and_do_not_raise():
         parse_count(t)
     assert time.perf_counter() - start < 10
     assert parse_count("9" * 100_000) is None  # beyond any count (and Python's int() digit limit)
+
+
+@pytest.mark.parametrize("a, b", [
+    ("Forest", "forest"), ("  bare soil. ", "bare soil"), ("bare_soil", "bare soil"), ("Parking-Lot", "parking lot"),
+    ('"harbor"', "harbor"),
+])
+def test_normalise_equal(a, b):
+    assert normalise_answer(a) == normalise_answer(b)
+
+
+@pytest.mark.parametrize("a, b", [("forest", "forests"), ("", "forest"), ("forest area", "forest"),
+                                  ("it is forest", "forest")])
+def test_normalise_strict(a, b):
+    # strict: no "contains" leniency, an empty answer never matches
+    assert normalise_answer(a) != normalise_answer(b)

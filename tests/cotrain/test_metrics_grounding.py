@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Polygon
 
-from cotrain.metrics.grounding import box_iou, grounding_summary
+from cotrain.geometry.iou import box_iou
+from cotrain.metrics.grounding import grounding_summary
 
 
 def rotated_rect(cx, cy, w, h, angle_deg):
@@ -107,3 +108,18 @@ def test_grounding_summary_hand_case():
     assert grounding_summary([]) == {"acc@0.5": None, "acc@0.7": None, "acc@0.9": None, "miou": None, "n": 0}
     with pytest.raises(ValueError, match="pass 0.0"):
         grounding_summary([0.5, float("nan")])
+
+
+def test_box_iou_hand_cases():
+    a = {"hbb": [0, 0, 10, 10]}
+    assert box_iou(a, a) == pytest.approx(1.0)
+    # half overlap: inter 50, union 150
+    assert box_iou(a, {"hbb": [5, 0, 15, 10]}) == pytest.approx(50 / 150)
+    assert box_iou(a, {"hbb": [20, 20, 30, 30]}) == 0.0
+    # a square rotated 45 degrees inside the 10x10 box: diamond area 50, all inside -> IoU 0.5
+    diamond = {"quad": [5, 0, 10, 5, 5, 10, 0, 5]}
+    assert box_iou(a, diamond) == pytest.approx(0.5)
+    # vertex order does not matter: a bow-tie listing of the same square is the same box
+    assert box_iou(a, {"quad": [0, 0, 10, 10, 10, 0, 0, 10]}) == pytest.approx(1.0)
+    # degenerate boxes score 0 instead of raising
+    assert box_iou(a, {"quad": [1, 1, 1, 1, 1, 1, 1, 1]}) == 0.0

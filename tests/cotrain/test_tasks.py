@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from cotrain.boxes import BoxCodec, hbb_to_quad, parse_detection_answer
+from cotrain.boxes import BoxCodec, parse_detection_answer
 from cotrain.errors import ConfigError, RecordError
+from cotrain.geometry.quads import hbb_to_quad
 from cotrain.records import TASKS, validate_record
 from cotrain.tasks import TASK_BUILDERS, Conversation, build_conversation, prompt_only
 from cotrain.tasks import templates as T

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from shapely.geometry import MultiPoint, Polygon
 
+from cotrain.dota.types import GT, Det
 from cotrain.errors import ConfigError
 from detection import metrics as M
 from detection.synthetic import make_synthetic_dota
-from detection.types import GT, Det
 
 
 def box(x, y, w, h):
@@ -290,7 +290,7 @@ def test_parity_with_mmrotate_eval_rbbox_map():
     dets, gts = random_scene(7)
     classes = ["a", "b", "c"]
     ids = sorted(gts)
-    from detection.iou import min_area_rect
+    from cotrain.geometry.iou import min_area_rect
 
     # Distinct scores: mmrotate's unstable argsort makes tied ranks arbitrary.
     for i in ids:

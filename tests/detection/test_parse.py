@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cotrain.boxes import BoxCodec, format_detection_answer
+from cotrain.dota.types import DOTA_V1_CLASSES
 from cotrain.errors import ConfigError, RecordError
 from detection.parse import LabelNormaliser, parse_response, parse_responses_file
-from detection.types import DOTA_V1_CLASSES
 
 DOTA = list(DOTA_V1_CLASSES)
 DIOR_R = ["airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",

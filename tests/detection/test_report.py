@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from cotrain.data.synthetic import generate_demo_data
-from detection.dota import write_task1_dir
+from cotrain.dota.formats import write_task1_dir
+from cotrain.dota.types import GT, Det
 from detection.records import gts_from_records, oracle_responses, simulate_detector
 from detection.report import compare_methods, table_markdown
-from detection.types import GT, Det
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,8 @@ import numpy as np
 import shapely
 from PIL import Image, ImageDraw
 
-from cotrain.boxes import order_quad
 from cotrain.data.synthetic.scenes import COVER_NAMES, GSD_M
+from cotrain.geometry.quads import order_quad
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (236, 236, 232), "gray": (140, 142, 146), "black": (34, 35, 38), "red": (182, 44, 38),

@@ -3,9 +3,11 @@
 This module owns the geometry the detection metrics and the patch merge need, in batch form:
 
 * ``rboxes_to_quads``: mmrotate-style boxes ``(cx, cy, w, h, theta)`` (theta in RADIANS) -> quads;
-* ``order_quads``: the ``cotrain.boxes.order_quad`` vertex order, for many quads at once;
+* ``order_quads``: the ``cotrain.geometry.quads.order_quad`` vertex order, for many quads at once;
 * ``min_area_rect``: the minimum-area enclosing rectangle of each quad;
-* ``iou_matrix`` (all pairs), ``iou_pairs`` (row-wise pairs), ``rbox_iou`` (mmrotate boxes).
+* ``iou_matrix`` (all pairs), ``iou_pairs`` (row-wise pairs), ``rbox_iou`` (mmrotate boxes);
+* ``box_iou``: two box dicts (hbb / quad / obb, any pair of kinds), the grounding IoU; it is
+  ``iou_pairs(mode="quad")`` on their quads, so grounding and detection measure overlap alike.
 
 It must not know about labels, scores, matching or file formats (that is ``metrics`` and ``dota``),
 and it does not import shapely (only the tests and the benchmark do, as the reference).
@@ -33,7 +35,11 @@ included; touching boxes have IoU 0; identical boxes 1. Inputs must be finite.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from cotrain.geometry.quads import box_to_quad
 
 IOU_MODES = ("rbox", "quad")
 PAIR_CHUNK = 16384
@@ -63,7 +69,7 @@ def _cross(ax, ay, bx, by):
 
 
 def order_quads(quads) -> np.ndarray:
-    """Reorder each quad's vertices by the ``cotrain.boxes.order_quad`` rule, (N, 8) -> (N, 8).
+    """Reorder each quad's vertices by the ``cotrain.geometry.quads.order_quad`` rule, (N, 8) -> (N, 8).
 
     Sorted by angle around the vertex mean (clockwise on screen, y down), starting at the top-most
     vertex, ties: left-most. Identical to ``order_quad`` row by row.
@@ -323,3 +329,40 @@ def rbox_iou(a, b) -> np.ndarray:
     # Corners of a rotated box already form its min-area rectangle, so the exact quad IoU is the
     # rotated-box IoU and the rectangle fit can be skipped.
     return iou_matrix(rboxes_to_quads(a), rboxes_to_quads(b), mode="quad")
+
+
+_BOX_SIZES = {"hbb": 4, "quad": 8, "obb": 5}
+
+
+def _box_quad(box: dict) -> np.ndarray | None:
+    """The (8,) quad of a box dict, or None when its numbers are not finite (e.g. a parsed "1e999")."""
+    kinds = [k for k in _BOX_SIZES if k in box]
+    if len(kinds) != 1:
+        raise ValueError(f"a box is one of {{'hbb': [4]}}, {{'quad': [8]}}, {{'obb': [5]}}; got keys {sorted(box)}")
+    kind = kinds[0]
+    values = [float(v) for v in box[kind]]
+    if len(values) != _BOX_SIZES[kind]:
+        raise ValueError(f"a {kind} box has {_BOX_SIZES[kind]} numbers, got {len(values)}: {box[kind]!r}")
+    if not all(math.isfinite(v) for v in values):
+        return None
+    with np.errstate(all="ignore"):
+        q = np.asarray(box_to_quad({kind: values}), dtype=np.float64)
+    return q if np.isfinite(q).all() else None
+
+
+def box_iou(a: dict, b: dict) -> float:
+    """Exact IoU of two box dicts of any kinds (ORIGINAL pixels), in [0, 1].
+
+    A quad is measured as the convex hull of its vertices, as everywhere in this module. A
+    degenerate box (zero area, non-finite numbers) gives 0.0 rather than raising, since predicted
+    boxes come from model text; a box with the wrong keys or number count raises ValueError (a
+    caller or record bug).
+    """
+    qa, qb = _box_quad(a), _box_quad(b)
+    if qa is None or qb is None:
+        return 0.0
+    with np.errstate(all="ignore"):  # areas of coordinates near 1e308 overflow to inf / nan
+        iou = float(iou_pairs(qa[None], qb[None], mode="quad")[0])
+    if not math.isfinite(iou):
+        return 0.0
+    return min(max(iou, 0.0), 1.0)

@@ -5,7 +5,7 @@ section 4) and its image root, the metric family that scores it, and the options
 prompts exactly like training (box format, prompt style, class list, pixel limits). Three sources:
 
 - ``demo`` names: the synthetic splits ``tools/make_demo_data.py`` writes (``demo`` = all of them);
-- public RS benchmarks by their standard files (``cotrain.bench.public``): converted once to
+- public RS benchmarks by their standard files (``cotrain.eval.public``): converted once to
   canonical records under a cache directory, then run like any other;
 - a YAML file: one benchmark mapping or ``{benchmarks: [...]}``, keys as :class:`Benchmark`'s fields.
 
@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -142,12 +143,23 @@ def load_benchmark_file(path: str | Path) -> list[Benchmark]:
     return out
 
 
+SOURCES: dict[str, tuple[str, Callable[[str, str | Path, str | Path], Benchmark]]] = {}
+"""Benchmarks read from their own standard files: name -> (expected layout, prepare(name, root, cache_dir))."""
+
+
+def register_source(name: str, layout: str, prepare: Callable[[str, str | Path, str | Path], Benchmark]) -> None:
+    """Make ``name`` resolvable by ``resolve_benchmarks`` (``cotrain.eval.public`` registers its sets)."""
+    if name in SOURCES or name in DEMO_SPLITS or name == "demo":
+        raise ValueError(f"benchmark name {name!r} is registered twice")
+    SOURCES[name] = (layout, prepare)
+
+
 def resolve_benchmarks(spec: str, *, data_root: str | Path = "outputs/demo_data", split: str = "test",
                        public_root: str | Path | None = None, cache_dir: str | Path = "outputs/bench_cache") -> list[Benchmark]:
     """Benchmarks for a ``--bench`` value: comma-separated names and/or YAML files.
 
-    ``demo`` expands to every synthetic split; ``syn_*`` names one; public names (see
-    ``cotrain.bench.public.PUBLIC_BENCHMARKS``) are prepared from ``public_root`` into ``cache_dir``.
+    ``demo`` expands to every synthetic split; ``syn_*`` names one; registered sources (the public
+    sets of ``cotrain.eval.public`` register themselves) are prepared from ``public_root`` into ``cache_dir``.
     """
     out: list[Benchmark] = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
@@ -157,16 +169,14 @@ def resolve_benchmarks(spec: str, *, data_root: str | Path = "outputs/demo_data"
             out.extend(demo_benchmark(n, data_root, split) for n in DEMO_SPLITS)
         elif item.removeprefix("demo:") in DEMO_SPLITS:
             out.append(demo_benchmark(item.removeprefix("demo:"), data_root, split))
+        elif item in SOURCES:
+            layout, prepare = SOURCES[item]
+            if public_root is None:
+                raise ConfigError(f"benchmark {item!r} is read from its standard files: pass --data-root DIR "
+                                  f"(expected layout: {layout})")
+            out.append(prepare(item, public_root, cache_dir))
         else:
-            from cotrain.bench.public import PUBLIC_BENCHMARKS, prepare_public
-
-            if item in PUBLIC_BENCHMARKS:
-                if public_root is None:
-                    raise ConfigError(f"benchmark {item!r} is read from its standard files: pass --data-root DIR "
-                                      f"(expected layout: {PUBLIC_BENCHMARKS[item].layout})")
-                out.append(prepare_public(item, public_root, cache_dir))
-                continue
-            known = ["demo", *DEMO_SPLITS, *PUBLIC_BENCHMARKS]
+            known = ["demo", *DEMO_SPLITS, *SOURCES]
             hint = difflib.get_close_matches(item, known, n=1)
             raise ConfigError(f"unknown benchmark {item!r}{f'; did you mean {hint[0]!r}?' if hint else ''}. Give a "
                               f"name ({', '.join(known)}) or a YAML file")

@@ -8,12 +8,20 @@ import pytest
 import shapely
 from shapely import affinity
 
-from cotrain.errors import CotrainError
-from detection.dota import (
-    DetectorResultError, DotaFormatError, ReadReport, read_labeltxt, read_labeltxt_dir, read_labeltxt_header,
-    read_mmrotate_pickle, read_task1_dir, write_labeltxt, write_task1_dir,
+from cotrain.dota.formats import (
+    DetectorResultError,
+    DotaFormatError,
+    ReadReport,
+    read_labeltxt,
+    read_labeltxt_dir,
+    read_labeltxt_header,
+    read_mmrotate_pickle,
+    read_task1_dir,
+    write_labeltxt,
+    write_task1_dir,
 )
-from detection.types import DOTA_V1_CLASSES, GT, Det
+from cotrain.dota.types import DOTA_V1_CLASSES, GT, Det
+from cotrain.errors import CotrainError
 
 LABEL_FILE = """imagesource:GoogleEarth
 gsd:0.146343590398
@@ -56,7 +64,7 @@ def test_read_labeltxt_strict_names_file_and_line(tmp_path):
 def test_unreported_malformed_lines_are_logged(tmp_path, caplog):
     path = tmp_path / "a.txt"
     path.write_text("1 2 3 plane\n0 0 4 0 4 4 0 4 plane 0\n")
-    with caplog.at_level(logging.WARNING, logger="detection.dota"):
+    with caplog.at_level(logging.WARNING, logger="cotrain.dota.formats"):
         gts = read_labeltxt(path)
     assert len(gts) == 1
     assert "a.txt:1" in caplog.text

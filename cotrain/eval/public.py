@@ -44,12 +44,10 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cotrain.bench.registry import METRICS, OPTION_KEYS, Benchmark
 from cotrain.converters import ConvertError, ConvertReport
 from cotrain.converters.bigearthnet_txt import convert_bigearthnet_txt
 from cotrain.converters.fusion import convert_fusionrs
@@ -58,10 +56,14 @@ from cotrain.converters.meter_ml import CLASSES as METER_ML_CLASSES
 from cotrain.converters.meter_ml import convert_meter_ml
 from cotrain.converters.rsvg import convert_rsvg
 from cotrain.converters.rsvqa import convert_rsvqa
-from cotrain.converters.scenes import _class_folders as class_folders  # the converter's own folder reading
+from cotrain.converters.scenes import (
+    _class_folders as class_folders,  # the converter's own folder reading
+)
 from cotrain.converters.scenes import convert_scenes
 from cotrain.converters.vrsbench import EVAL_FILES, convert_vrsbench
 from cotrain.errors import ConfigError
+from cotrain.eval.registry import METRICS, OPTION_KEYS, Benchmark, register_source
+from cotrain.files import write_text_atomic
 
 CACHE_VERSION = 1
 """Bump when a benchmark's conversion changes meaning, so every cached file is rebuilt."""
@@ -78,13 +80,13 @@ class PublicBenchmark:
     task: str
     """Canonical record task."""
     metric: str
-    """Metric family (one of ``cotrain.bench.registry.METRICS``)."""
+    """Metric family (one of ``cotrain.eval.registry.METRICS``)."""
     layout: str
     """The standard files expected under ``--data-root`` (shown in every missing-file error)."""
     source: str
     """Paper / where to get the data."""
     options: dict
-    """Prompt and scoring options (keys of ``cotrain.bench.registry.OPTION_KEYS``)."""
+    """Prompt and scoring options (keys of ``cotrain.eval.registry.OPTION_KEYS``)."""
     convert: Callable[[Path, Path], object]
     """``(data_root, out_jsonl)`` -> writes canonical records (returns the ConvertReport)."""
     files: tuple[str, ...] = ()
@@ -359,9 +361,11 @@ def prepare_public(name: str, data_root: str | Path, cache_dir: str | Path) -> B
             if report.written == 0:
                 raise ConfigError(f"benchmark {name!r}: no records could be converted from {root}.\n{summary}\n"
                                   f"Expected layout: {bench.layout}")
-        tmp = fp_path.with_name(fp_path.name + ".tmp")
-        tmp.write_text(json.dumps(fingerprint), encoding="utf-8")
-        os.replace(tmp, fp_path)
+        write_text_atomic(fp_path, json.dumps(fingerprint))
     image_root = root / bench.image_dir if bench.image_dir else root
     return Benchmark(name=name, records=str(out), image_root=str(image_root), task=bench.task, metric=bench.metric,
                      options=dict(bench.options), description=f"{bench.layout}\n{summary}", source=bench.source)
+
+
+for _entry in _ENTRIES:
+    register_source(_entry.name, _entry.layout, prepare_public)

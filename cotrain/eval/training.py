@@ -10,20 +10,18 @@ class lists, pixel limits and prompt options, so prompts are the ones the model 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from cotrain.bench.harness import EvalOptions, evaluate, read_rows
-from cotrain.bench.registry import TASK_METRIC, Benchmark
+from cotrain.eval.harness import EvalOptions, evaluate, read_rows
+from cotrain.eval.registry import TASK_METRIC, Benchmark
+from cotrain.eval.summary import LOGGED_KEYS
 from cotrain.inference.base import PixelLimits
 
 log = logging.getLogger(__name__)
 
 MIN_NEW_TOKENS = {"detection": 256, "captioning": 64, "mixed": 256}
 """Generation limit at least this long for tasks whose answers are long."""
-
-HEADLINE_KEYS = ("accuracy", "acc@0.5", "miou", "instruction_following", "CIDEr", "BLEU-4", "APnc50",
-                 "counting_mae", "accuracy_yes_no")
-
 
 def benchmarks_for(eval_sets, eval_cfg) -> list[Benchmark]:
     """One benchmark per eval dataset: its records, options and the class list shared with training."""
@@ -65,7 +63,7 @@ def headline(metrics: dict[str, dict]) -> dict[str, float]:
         groups = m["by_task"].items() if "by_task" in m else [("", m)]
         for task, sub in groups:
             prefix = f"eval/{name}/" + (f"{task}/" if task else "")
-            out.update({prefix + k: float(sub[k]) for k in HEADLINE_KEYS if isinstance(sub.get(k), (int, float))})
+            out.update({prefix + k: float(sub[k]) for k in LOGGED_KEYS if isinstance(sub.get(k), (int, float))})
     return out
 
 
@@ -84,10 +82,21 @@ def run_eval(model, processor, family, data_cfg, eval_cfg, eval_sets, out_dir: P
     return evaluate(benches, backend, out_dir, opts, rank=rank, world_size=world_size)
 
 
-def predictions_of(out_dir: Path, metrics: dict[str, dict]):
-    """The harness rows as the run report's ``Prediction`` objects (what it draws on images)."""
-    from cotrain.evaluation import Prediction
+@dataclass
+class Prediction:
+    """One evaluated record, as the run report draws it."""
 
+    dataset: str
+    record_id: str
+    task: str
+    prompt: str
+    response: str
+    correct: bool | None
+    details: dict = field(default_factory=dict)
+
+
+def predictions_of(out_dir: Path, metrics: dict[str, dict]) -> list[Prediction]:
+    """The harness rows as the run report's ``Prediction`` objects (what it draws on images)."""
     preds = []
     for name in metrics:
         for r in read_rows(Path(out_dir) / name / "results.jsonl"):

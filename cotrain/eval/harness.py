@@ -2,7 +2,7 @@
 
 Prompts are built by the training task builders (same templates, same box codec, same image
 sizes: ``cotrain.inference.base.PixelLimits``), answered by any backend with
-``generate(requests)``, scored per sample (``cotrain.bench.scoring``) and appended to a per-rank
+``generate(requests)``, scored per sample (``cotrain.eval.scoring``) and appended to a per-rank
 cache file as soon as each chunk is done. A rerun reads every cache file of the benchmark and only
 generates what is missing, so an interrupted evaluation continues where it stopped; a cache made
 with a different model, backend, sampling or benchmark definition is refused (``--overwrite``).
@@ -34,10 +34,13 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from cotrain.bench.registry import TASK_METRIC, Benchmark
-from cotrain.bench.scoring import score_sample, summarise
 from cotrain.errors import BadRecordError, ConfigError
+from cotrain.eval.registry import TASK_METRIC, Benchmark
+from cotrain.eval.scoring import score_sample, summarise
+from cotrain.eval.summary import report_markdown
+from cotrain.files import write_json_atomic, write_jsonl_atomic
 from cotrain.inference.base import GenerationRequest, PixelLimits, SamplingParams
+from cotrain.tasks.base import user_text
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +217,6 @@ def _error_row(index: int, record: dict, reason: str) -> dict:
 
 
 def _row(p: Prepared, index: int, record: dict, req: GenerationRequest, resp, codec) -> dict:
-    from cotrain.evaluation import user_text
-
     row = {"index": index, "id": str(record["id"]), "task": record["task"],
            "prompt": user_text(req), "response": resp.text, "finish_reason": resp.finish_reason,
            "prompt_tokens": resp.prompt_tokens, "generated_tokens": resp.generated_tokens,
@@ -315,7 +316,7 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
     if missing > 0:
         raise RuntimeError(f"{bench.name}: {missing} samples have no answer after every rank finished; rerun to "
                            "continue")
-    _write_jsonl(bdir / "results.jsonl", rows)
+    write_jsonl_atomic(bdir / "results.jsonl", rows, default=str)
     for c in bdir.glob("cache-rank*.jsonl"):
         c.unlink()
     for r in rows:
@@ -335,6 +336,63 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
     if skips:
         log.warning("%s: %d of %d records skipped: %s", bench.name, sum(skips.values()), len(p.records), dict(skips))
     return metrics
+
+
+def predict(bench: Benchmark, backend, out_path: str | Path, opts: EvalOptions | None = None) -> int:
+    """The harness without scoring: one response line per record of ``bench``, in record order.
+
+    Each line: ``{"id", "task", "prompt", "response", "resized": [h, w], "orig_wh": [w, h],
+    "box_convention"}`` (sizes of the first image; "abs" or "norm1000"): what ``cotrain eval-det``
+    needs to map boxes back to original pixels. Prompts are built as in training and as in
+    ``run_benchmark``. Records that cannot be asked (bad image, ...) or get no answer are counted,
+    logged and left out. Returns the number of lines; the file is replaced only once complete.
+    """
+    opts = opts or EvalOptions()
+    p = prepare(bench, backend, opts)
+    skips: Counter = Counter()
+    asked, reqs = [], []
+    for i, rec in enumerate(p.records):
+        try:
+            req, conv = build_request(p, i, rec)
+        except BadRecordError as e:
+            skips[e.reason] += 1
+            continue
+        asked.append((rec, conv))
+        reqs.append(req)
+    responses = backend.generate(reqs, progress=opts.progress) if reqs else []
+    lines = []
+    for (rec, conv), resp in zip(asked, responses):
+        if resp.error:
+            skips[resp.error] += 1
+            continue
+        img = conv.images[0]
+        lines.append({"id": str(rec["id"]), "task": rec["task"], "prompt": user_text(conv), "response": resp.text,
+                      "resized": list(img["resized"]), "orig_wh": [img["width"], img["height"]],
+                      "box_convention": backend.family.box_convention})
+    write_jsonl_atomic(out_path, lines)
+    if skips:
+        log.warning("%s: skipped records: %s", bench.name, dict(skips))
+    return len(lines)
+
+
+def predict_records(model_dir: str, records: str, image_root: str, out_path: str, *, box_format: str = "quad",
+                    prompt_style: str = "plain", max_samples: int | None = None, batch_size: int = 16,
+                    max_new_tokens: int = 256, min_pixels: int | None = None, max_pixels: int | None = None,
+                    seed: int = 0) -> int:
+    """``predict`` for a saved model and a records file (``cotrain predict``); any record tasks.
+
+    Pixel budget: the family's minimum and 256 visual tokens unless given.
+    """
+    from cotrain.inference.base import override_limits
+    from cotrain.inference.hf import HFBackend
+
+    backend = HFBackend.from_checkpoint(model_dir, batch_size=batch_size)
+    family = backend.family
+    override_limits(backend, min_pixels or family.default_min_pixels, max_pixels or 256 * family.factor ** 2)
+    bench = Benchmark(name=Path(records).stem, records=records, image_root=image_root, task="mixed",
+                      options={"box_format": box_format, "prompt_style": prompt_style})
+    return predict(bench, backend, out_path, EvalOptions(max_samples=max_samples, max_new_tokens=max_new_tokens,
+                                                         seed=seed))
 
 
 def _retrieval_summary(p: Prepared, rows: list[dict]) -> dict:
@@ -365,18 +423,9 @@ def _retrieval_summary(p: Prepared, rows: list[dict]) -> dict:
     return out
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate(benchmarks: list[Benchmark], backend, out_dir: str | Path, opts: EvalOptions | None = None, *,
              rank: int = 0, world_size: int = 1, on_metrics: Callable[[str, dict], None] | None = None) -> dict:
     """Run every benchmark; on rank 0 write ``metrics.json`` and ``report.md`` and return the metrics."""
-    from cotrain.report import write_json_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -391,71 +440,3 @@ def evaluate(benchmarks: list[Benchmark], backend, out_dir: str | Path, opts: Ev
         write_json_atomic(out / "metrics.json", results)
         (out / "report.md").write_text(report_markdown(results, (opts or EvalOptions()).model_key), encoding="utf-8")
     return results
-
-
-# ----------------------------------------------------------------------------- report
-
-HEADLINE = {
-    "classification": ["accuracy", "accuracy_contains (lenient)", "chance", "majority_baseline"],
-    "vqa": ["accuracy", "accuracy_yes_no", "accuracy_number", "accuracy_other", "counting_mae", "majority_baseline"],
-    "mcq": ["accuracy", "instruction_following", "chance"],
-    "grounding": ["acc@0.5", "acc@0.7", "acc@0.9", "miou", "parse_rate"],
-    "captioning": ["CIDEr", "BLEU-1", "BLEU-4", "METEOR", "ROUGE-L"],
-    "detection": ["APnc50", "APnc75", "APnc50:95", "objects_parsed", "objects_gt"],
-    "retrieval": ["mean_recall", "chance_mean_recall", "txt_r@1", "txt_r@5", "txt_r@10", "img_r@1", "img_r@5", "img_r@10"],
-}
-
-
-def headline_key(m: dict) -> str | None:
-    """The first headline number a benchmark's metrics have (None when it has none, e.g. n = 0)."""
-    return next((k for k in HEADLINE.get(m.get("metric", ""), []) if m.get(k) is not None), None)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
-    return "-" if v is None else str(v)
-
-
-def flat_results(results: dict[str, dict]) -> dict[str, dict]:
-    """One entry per benchmark, or per task of a mixed benchmark (``name/task``), each with its own metric."""
-    from cotrain.bench.registry import TASK_METRIC
-
-    out = {}
-    for name, m in results.items():
-        if "by_task" not in m:
-            out[name] = m
-            continue
-        for task, sub in m["by_task"].items():
-            out[f"{name}/{task}"] = {**sub, "task": task, "metric": TASK_METRIC[task], "skipped": {}}
-        out[name] = {k: v for k, v in m.items() if k != "by_task"}  # its skips and counts
-    return out
-
-
-def report_markdown(results: dict[str, dict], model_key: dict | None = None) -> str:
-    """``report.md``: what was evaluated, then a table per benchmark (headline numbers first)."""
-    lines = ["# cotrain evaluation report", ""]
-    if model_key:
-        lines += [f"- {k}: `{v['path'] if isinstance(v, dict) and 'path' in v else v}`" for k, v in model_key.items()]
-        lines.append("")
-    results = flat_results(results)
-    lines += ["| benchmark | task | metric | n | skipped | headline |", "|---|---|---|---|---|---|"]
-    for name, m in results.items():
-        first = headline_key(m)
-        lines.append(f"| {name} | {m['task']} | {m['metric']} | {m['n']} | {sum(m.get('skipped', {}).values())} | "
-                     f"{f'{first} {_fmt(m[first])}' if first else '-'} |")
-    for name, m in results.items():
-        lines += ["", f"## {name}", "", "| metric | value |", "|---|---|"]
-        keys = [k for k in HEADLINE.get(m["metric"], []) if k in m]
-        keys += [k for k in sorted(m) if k not in keys and k not in ("benchmark", "task", "metric", "skipped", "parse")
-                 and not isinstance(m[k], (dict, list))]
-        lines += [f"| {k} | {_fmt(m[k])} |" for k in keys]
-        if m.get("skipped"):
-            lines.append("| skipped | " + ", ".join(f"{r}: {n}" for r, n in sorted(m["skipped"].items())) + " |")
-        if m.get("parse"):
-            lines.append("| parse | " + ", ".join(f"{k}: {v}" for k, v in m["parse"].items() if v) + " |")
-    lines.append("")
-    lines.append("Strict answer matching throughout; a lenient \"contains\" score appears only when asked for "
-                 "and is labelled so. Empty or unparseable answers count as wrong; skipped records (missing or "
-                 "corrupt images) are not in n.")
-    return "\n".join(lines) + "\n"

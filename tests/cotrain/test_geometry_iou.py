@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import shapely
 
-from cotrain.boxes import obb_to_quad, order_quad, quad_to_obb
-from detection.iou import iou_matrix, iou_pairs, min_area_rect, order_quads, rbox_iou, rboxes_to_quads
+from cotrain.geometry.iou import (
+    iou_matrix,
+    iou_pairs,
+    min_area_rect,
+    order_quads,
+    rbox_iou,
+    rboxes_to_quads,
+)
+from cotrain.geometry.quads import obb_to_quad, order_quad, quad_to_obb
 
 
 def _random_rboxes(rng, n, spread=100.0):
@@ -90,7 +97,7 @@ def test_iou_matrix_matches_pairwise_shapely_and_prefilter_zeroes():
 
 
 def test_iou_matrix_blocks_rows(monkeypatch):
-    import detection.iou as iou_module
+    import cotrain.geometry.iou as iou_module
 
     rng = np.random.default_rng(6)
     a = rboxes_to_quads(_random_rboxes(rng, 50, spread=150))

@@ -2,7 +2,7 @@
 
 This module owns reading and writing those files into the detection data model (``GT`` / ``Det`` with
 quads in ORIGINAL image pixels). Splitting large images into patches and merging patch detections
-back live in ``detection.split``; scoring lives in ``detection.metrics``. It must not compute IoU or
+back live in ``cotrain.dota.split``; scoring lives in ``detection.metrics``. It must not compute IoU or
 metrics, and it must not guess class lists: callers pass them.
 
 Formats
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cotrain.dota.types import GT, Det, Detections, GroundTruth
 from cotrain.errors import CotrainError
-from detection.iou import rboxes_to_quads
-from detection.types import GT, Det, Detections, GroundTruth
+from cotrain.geometry.iou import rboxes_to_quads
 
 log = logging.getLogger(__name__)
 

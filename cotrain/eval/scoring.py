@@ -7,19 +7,32 @@ garbage answers are scored wrong and counted (``empty_responses``); requests tha
 
 Boxes are parsed with the training ``BoxCodec`` for the image size the prompt was built for and
 mapped back to ORIGINAL pixels before any IoU. Detection summaries hand over to ``detection/``
-(its parser and APnc). This module must not run models or read files.
+(its parser and APnc), which registers itself through the ``cotrain.plugins`` entry point
+(``register_summary``): cotrain never imports it. This module must not run models or read files.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 from cotrain.boxes import BoxCodec
-from cotrain.metrics.answers import (classification_match, counting_summary, extract_choice, mcq_summary,
-                                     normalise_answer, parse_count, vqa_match, yes_no_of)
-from cotrain.metrics.grounding import box_iou, grounding_summary
+from cotrain.errors import ConfigError
+from cotrain.geometry.iou import box_iou
+from cotrain.geometry.quads import enclosing_hbb
+from cotrain.metrics.answers import (
+    classification_match,
+    counting_summary,
+    extract_choice,
+    mcq_summary,
+    normalise_answer,
+    parse_count,
+    vqa_match,
+    yes_no_of,
+)
+from cotrain.metrics.grounding import grounding_summary
+from cotrain.plugins import PLUGIN_GROUP, load_plugins
 
 YES_NO = ("yes", "no")
 
@@ -94,7 +107,7 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
     """Numbers of one benchmark from its scored rows (``rows[i]["index"]`` keys ``records``)."""
     ok = [r for r in rows if not r.get("error")]
     if metric == "mixed":
-        from cotrain.bench.registry import TASK_METRIC
+        from cotrain.eval.registry import TASK_METRIC
 
         tasks = sorted({r["task"] for r in ok})
         by_task = {t: summarise(TASK_METRIC[t], [r for r in ok if r["task"] == t], records, codec=codec,
@@ -154,49 +167,24 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
         refs = {str(r["index"]): list(records[r["index"]]["captions"]) for r in ok}
         out.update(caption_scores(cands, refs))
     elif metric == "detection":
-        out.update(_detection_summary(ok, records, codec=codec, options=options))
+        out.update(_plugin_summary("detection")(ok, records, codec=codec, options=options))
     return out
 
 
-def enclosing_hbb(box: dict) -> dict:
-    """The axis-aligned box enclosing an hbb / quad / obb box dict."""
-    from cotrain.boxes import obb_to_quad
-
-    if "hbb" in box:
-        return {"hbb": list(box["hbb"])}
-    q = box["quad"] if "quad" in box else obb_to_quad(box["obb"])
-    xs, ys = q[0::2], q[1::2]
-    return {"hbb": [min(xs), min(ys), max(xs), max(ys)]}
+_SUMMARIES: dict[str, Callable[..., dict]] = {}
+"""Summaries that packages building on cotrain provide (metric -> fn(rows, records, codec=, options=))."""
 
 
-def _detection_summary(rows: list[dict], records: dict[int, dict], *, codec: BoxCodec, options: dict) -> dict:
-    # detection/ owns parsing and APnc; it imports cotrain, so import it only here
-    from detection.metrics import IOU_THRS_50_95, apnc
-    from detection.parse import LabelNormaliser, ParseSummary, parse_response
-    from detection.records import record_quad
-    from detection.types import GT
+def register_summary(metric: str, fn: Callable[..., dict]) -> None:
+    """Let a package that builds on cotrain summarise ``metric`` (``detection/`` registers "detection")."""
+    _SUMMARIES[metric] = fn
 
-    mine = [records[r["index"]] for r in rows]  # a mixed set holds other tasks' records too
-    classes = sorted({o["label"] for rec in mine for o in rec["objects"]} | {c for rec in mine for c in rec.get("classes") or []})
-    hbb = options.get("box_format", "quad") == "hbb"
-    norm = LabelNormaliser(classes, None, None)
-    dets, gts = {}, {}
-    summary = ParseSummary()
-    for r in rows:
-        rec = records[r["index"]]
-        rid = str(rec["id"])
-        img = r["images"][0]
-        h, w = img["resized"]
-        parsed = parse_response(r["response"], kind=options.get("box_format", "quad"), codec=codec,
-                                orig_wh=(int(img["width"]), int(img["height"])), resized_wh=(w, h),
-                                normaliser=norm, drop_repeats=False)
-        summary.add(rid, parsed.diagnostics)
-        dets[rid] = parsed.objects
-        # hbb answers are scored against each object's enclosing axis-aligned box (DOTA's HBB task)
-        gts[rid] = [GT(o["label"], record_quad(enclosing_hbb(o) if hbb else o), int(o.get("difficult", 0)))
-                    for o in rec["objects"]]
-    res = apnc(dets, gts, classes, iou_thrs=IOU_THRS_50_95)
-    return {"APnc50": res.map_at(0.5), "APnc75": res.map_at(0.75), "APnc50:95": res.map_mean,
-            "objects_parsed": int(sum(len(v) for v in dets.values())),
-            "objects_gt": int(sum(len(v) for v in gts.values())),
-            "parse": {k: v for k, v in vars(summary).items() if isinstance(v, (int, float))}}
+
+def _plugin_summary(metric: str) -> Callable[..., dict]:
+    if metric not in _SUMMARIES:
+        load_plugins()
+    if metric not in _SUMMARIES:
+        raise ConfigError(f"no summary for metric {metric!r}: it comes from a package that builds on cotrain "
+                          f"(detection/ for 'detection'), registered through the {PLUGIN_GROUP!r} entry point; "
+                          "install the repository (pip install -e .) so its entry points exist")
+    return _SUMMARIES[metric]

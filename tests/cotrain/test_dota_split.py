@@ -6,12 +6,18 @@ import pytest
 import shapely
 from PIL import Image
 
-from cotrain.errors import ConfigError
-from detection.dota import DotaFormatError, read_labeltxt
-from detection.split import (
-    merge_patch_detections, parse_patch_id, patch_id, rotated_nms, split_annotations, split_image, window_starts,
+from cotrain.dota.formats import DotaFormatError, read_labeltxt
+from cotrain.dota.split import (
+    merge_patch_detections,
+    parse_patch_id,
+    patch_id,
+    rotated_nms,
+    split_annotations,
+    split_image,
+    window_starts,
 )
-from detection.types import GT, Det
+from cotrain.dota.types import GT, Det
+from cotrain.errors import ConfigError
 
 
 def devkit_starts(length, patch, gap):

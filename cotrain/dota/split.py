@@ -2,7 +2,7 @@
 
 This module owns the window grid, the assignment of ground-truth objects to patches, patch ids,
 writing patch images + labelTxt, and the merge (offset back + per-class rotated NMS). File formats
-live in ``detection.dota``; IoU in ``detection.iou``. It must not score anything.
+live in ``cotrain.dota.formats``; IoU in ``cotrain.geometry.iou``. It must not score anything.
 
 Conventions (the DOTA devkit's ``ImgSplit`` and mmrotate's ``img_split.py`` agree on them):
 
@@ -39,11 +39,11 @@ import numpy as np
 import shapely
 from PIL import Image
 
-from cotrain.boxes import order_quad
+from cotrain.dota.formats import DotaFormatError, write_labeltxt
+from cotrain.dota.types import GT, Det, Detections
 from cotrain.errors import ConfigError
-from detection.dota import DotaFormatError, write_labeltxt
-from detection.iou import iou_matrix, min_area_rect
-from detection.types import GT, Det, Detections
+from cotrain.geometry.iou import iou_matrix, min_area_rect
+from cotrain.geometry.quads import order_quad
 
 PATCH_ID = re.compile(r"^(?P<image>.+)__(?P<size>\d+)__(?P<x>\d+)___(?P<y>\d+)$")
 """Patch id pattern ``<image id>__<patch>__<x>___<y>`` (DOTA devkit / mmrotate naming)."""
