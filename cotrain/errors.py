@@ -16,10 +16,6 @@ class ConfigError(CotrainError):
     """A training/eval config (YAML or ``key=value`` override) is invalid."""
 
 
-class RecipeError(ConfigError):
-    """A data recipe is invalid: unknown key, missing file, bad weight, impossible budget."""
-
-
 class RecordError(CotrainError):
     """A canonical record (one JSONL line) is malformed.
 

@@ -40,18 +40,16 @@ from PIL import Image
 
 from cotrain.errors import ConfigError
 from cotrain.files import atomic_path
-from cotrain.geometry.quads import box_to_quad, quad_to_hbb
+from cotrain.geometry.quads import NINTHS, box_to_quad, ninth_box, quad_to_hbb
 from cotrain.inference.base import PixelLimits, resized_size
 from cotrain.model.families import FamilySpec, get_family
 from cotrain.records import validate_record
 from cotrain.resolution import ImageSizeError
+from cotrain.tasks.templates import ninth_phrase
 from zoom_chain import protocol as P
 
 IMAGE_DIR = "images/zoom_chain"
 """Where overview and crop PNGs go, under ``out_dir``."""
-
-PARTS = (("top-left", "top", "top-right"), ("left", "centre", "right"), ("bottom-left", "bottom", "bottom-right"))
-"""The image's ninths that detection questions are asked about (row by row)."""
 
 MAX_COUNT = 9
 """Counting questions are asked only up to this many objects (as in the synthetic zoom split)."""
@@ -62,20 +60,6 @@ SKIP_REASONS = ("unsupported_task", "no_question", "image_missing", "image_corru
 
 
 # ---- questions ------------------------------------------------------------------------------
-
-def part_phrase(name: str) -> str:
-    """Words for one ninth: "the top-left part of the image", "the centre of the image"."""
-    return "the centre of the image" if name == "centre" else f"the {name} part of the image"
-
-
-def part_box(name: str, width: int, height: int) -> list[float]:
-    """[x1, y1, x2, y2] of a named ninth of a ``width`` x ``height`` image."""
-    for r, row in enumerate(PARTS):
-        if name in row:
-            c = row.index(name)
-            return [c * width / 3, r * height / 3, (c + 1) * width / 3, (r + 1) * height / 3]
-    raise KeyError(name)
-
 
 def label_phrase(label: str) -> str:
     """A class label as words: "storage-tank" -> "storage tank"."""
@@ -114,9 +98,9 @@ def detection_question(record: dict, rng: np.random.Generator) -> dict | None:
     objects = [(o["label"], quad_to_hbb(box_to_quad(o))) for o in record.get("objects", []) if o.get("image", 0) == 0]
     labels = sorted({lab for lab, _ in objects} | set(record.get("classes") or []))
     count, yes, no = [], [], []
-    for name in [n for row in PARTS for n in row]:
-        cell = part_box(name, w, h)
-        where = part_phrase(name)
+    for name in [n for row in NINTHS for n in row]:
+        cell = ninth_box(name, w, h)
+        where = ninth_phrase(name)
         touching = [(lab, b) for lab, b in objects if _touches(b, cell)]
         inside = [b for _, b in touching if _inside(b, cell)]
         for label in labels:
@@ -311,5 +295,5 @@ def build_chain_records(records: Iterable[dict], image_root: str | Path, out_dir
     return out, skips
 
 
-__all__ = ["IMAGE_DIR", "PARTS", "SKIP_REASONS", "build_chain_records", "detection_question", "label_phrase",
-           "overview_image", "part_box", "part_phrase", "plural", "question_text"]
+__all__ = ["IMAGE_DIR", "SKIP_REASONS", "build_chain_records", "detection_question", "label_phrase",
+           "overview_image", "plural", "question_text"]

@@ -25,18 +25,10 @@ most W - 1 duplicates; the last batch of a rank may be partial, the same on ever
 ``drop_last=True`` keeps only full batches: len = floor(N / (W*B)) * B and the tail of the epoch
 order is dropped (a different tail each epoch, since the order is reshuffled).
 
-Resume. ``state_dict(consumed_samples=...)`` records the epoch and the number of samples the
-CONSUMER has taken from this rank in this epoch. That number must come from the consumer, because
-a DataLoader pulls indices ahead of the training loop (prefetching, workers): ``ResumableLoader``
-wraps a DataLoader and counts the batches it handed out, so its ``state_dict()`` is exact.
-``load_state_dict`` stores (epoch, position) and does no other work; the next pass recomputes the
-epoch order (a pure function, O(N) vectorised) and starts at ``position`` by slicing, so skipped
-items cost nothing. In lockstep data parallelism every rank has the same position, so one state
-serves all ranks. Training loops call ``set_epoch(e)`` at each epoch start (on the
-``ResumableLoader``, which also resets its batch count): with the epoch the state was loaded at,
-the resume position is kept; any other epoch starts at 0. Changing the recipe (sizes, weights,
-names), the seed, num_replicas, batch_size or drop_last makes a saved state unusable: loading it
-raises ``ConfigError``.
+Resume. The order is a pure function of (seed, epoch), so a resumed Trainer run recomputes it and
+the Trainer skips the batches the checkpoint had consumed (its own ``skip_first_batches``);
+``cotrain_state.json`` records the mixture fingerprint so a changed recipe is refused
+(``cotrain.checkpoint``, tested by the SIGKILL test in tests/cotrain/test_resume.py).
 """
 
 from __future__ import annotations
@@ -90,9 +82,6 @@ class MixtureSampler(Sampler[int]):
         self._check_epoch_size()
         self.epoch = 0
         self._plan_cache: tuple[int, np.ndarray] | None = None
-        self._resume_at = 0  # where the next pass starts (set by load_state_dict)
-        self._pass_start = 0  # where the current (or last) pass started
-        self._yielded = 0  # indices handed to the caller by the current pass
 
     # -- validation -------------------------------------------------------------------------
 
@@ -136,13 +125,8 @@ class MixtureSampler(Sampler[int]):
         return -(-self.epoch_size // self.num_replicas)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch of the next pass; the loaded resume position survives only for the same epoch."""
-        epoch = int(epoch)
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self._resume_at = 0
-            self._pass_start = 0
-            self._yielded = 0
+        """Select the epoch of the next pass."""
+        self.epoch = int(epoch)
 
     def fractional_draw(self, d: int, epoch: int) -> np.ndarray:
         """Sorted record indices of dataset ``d`` drawn for its frac(weight) share in ``epoch``."""
@@ -174,14 +158,7 @@ class MixtureSampler(Sampler[int]):
         return order[(self.rank + steps * self.num_replicas) % len(order)]
 
     def __iter__(self) -> Iterator[int]:
-        start, self._resume_at = self._resume_at, 0
-        self._pass_start, self._yielded = start, 0
-        return self._run(self.rank_indices(self.epoch, start))
-
-    def _run(self, indices: np.ndarray) -> Iterator[int]:
-        for i in indices.tolist():
-            self._yielded += 1
-            yield i
+        return iter(self.rank_indices(self.epoch).tolist())
 
     def locate(self, index: int) -> tuple[int, int]:
         """(dataset index, record index) of a global index."""
@@ -207,93 +184,3 @@ class MixtureSampler(Sampler[int]):
             mix[name] = {"records": self.sizes[d], "weight": self.weights[d], "samples": samples,
                          "share": samples / self.epoch_size, "rank_samples": int(rank_counts[d])}
         return mix
-
-    # -- checkpointing ----------------------------------------------------------------------
-
-    def state_dict(self, consumed_samples: int | None = None) -> dict[str, Any]:
-        """Resume state. ``consumed_samples``: samples the consumer took from the current pass.
-
-        Without it the count of indices this sampler yielded is used, which is exact only when
-        nothing reads ahead (no DataLoader prefetching); ``ResumableLoader`` passes it for you.
-        """
-        if consumed_samples is None:
-            consumed_samples = self._yielded
-        remaining = len(self) - self._pass_start
-        if not 0 <= consumed_samples <= remaining:
-            raise ConfigError(f"consumed_samples={consumed_samples} but the current pass has only {remaining} "
-                              "samples; count the samples the training loop received in this epoch")
-        position = self._pass_start + int(consumed_samples)
-        return {"epoch": self.epoch, "position": position, "seed": self.seed, "fingerprint": self.fingerprint,
-                "num_replicas": self.num_replicas, "batch_size": self.batch_size, "drop_last": self.drop_last}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore (epoch, position) in O(1): nothing is computed until the next pass."""
-        missing = {"epoch", "position", "seed", "fingerprint"} - set(state)
-        if missing:
-            raise ConfigError(f"sampler state lacks {sorted(missing)}; it was not written by MixtureSampler.state_dict")
-        if state["fingerprint"] != self.fingerprint:
-            raise ConfigError(
-                f"sampler state fingerprint {state['fingerprint']} does not match this mixture ({self.fingerprint}): "
-                "the recipe's datasets, sizes or weights changed since the checkpoint; resume with the same recipe, "
-                "or start the data order afresh by not loading the sampler state")
-        if int(state["seed"]) != self.seed:
-            raise ConfigError(f"sampler state has seed {state['seed']} but this run uses seed {self.seed}; "
-                              f"set the seed back to {state['seed']} to resume the same data order")
-        for key in ("num_replicas", "batch_size", "drop_last"):
-            if key in state and state[key] != getattr(self, key):
-                raise ConfigError(
-                    f"sampler state has {key}={state[key]} but this run has {key}={getattr(self, key)}; a position "
-                    f"counts samples per rank, so resume with {key}={state[key]} or do not load the sampler state")
-        position = int(state["position"])
-        if not 0 <= position <= len(self):
-            raise ConfigError(f"sampler state position {position} is outside 0..{len(self)}; the state is corrupt")
-        self.epoch = int(state["epoch"])
-        self._resume_at = self._pass_start = position
-        self._yielded = 0
-
-
-class ResumableLoader:
-    """A DataLoader over a ``MixtureSampler`` that counts what the training loop has received.
-
-    A DataLoader asks its sampler for indices ahead of the consumer (``prefetch_factor`` batches
-    per worker), so the sampler alone cannot tell how far training got. This wrapper counts the
-    batches it yielded; ``state_dict()`` turns that into consumed samples. The DataLoader must be
-    built with ``sampler=<MixtureSampler>`` and ``batch_size`` (not a custom batch sampler).
-    """
-
-    def __init__(self, loader: Any):
-        sampler = getattr(loader, "sampler", None)
-        if not isinstance(sampler, MixtureSampler) or loader.batch_size is None:
-            raise ConfigError("ResumableLoader needs DataLoader(..., sampler=MixtureSampler(...), batch_size=B); "
-                              "a custom batch_sampler hides how many samples each batch holds")
-        self.loader = loader
-        self.sampler: MixtureSampler = sampler
-        self.batches_consumed = 0
-        """Batches handed to the caller by the current pass."""
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        self.batches_consumed = 0  # eagerly, so state_dict() right after iter() is already right
-        return self._run(iter(self.loader))
-
-    def _run(self, batches: Iterator[Any]) -> Iterator[Any]:
-        for batch in batches:
-            self.batches_consumed += 1
-            yield batch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call this, not the sampler's, at each epoch start: a new epoch also resets the batch count."""
-        if int(epoch) != self.sampler.epoch:
-            self.batches_consumed = 0
-        self.sampler.set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        remaining = len(self.sampler) - self.sampler._pass_start
-        consumed = min(self.batches_consumed * self.loader.batch_size, remaining)
-        return self.sampler.state_dict(consumed_samples=consumed)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.batches_consumed = 0
-        self.sampler.load_state_dict(state)

@@ -125,6 +125,3 @@ class PackSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(len(self.dataset.packs)))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "packs": len(self), "fill": self.dataset.fill}

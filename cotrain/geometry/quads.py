@@ -179,3 +179,16 @@ def polygon_area(q: np.ndarray) -> float:
     """Shoelace area of a polygon given as flat (x1, y1, x2, y2, ...) in the order given."""
     x, y = q[0::2], q[1::2]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+NINTHS = (("top-left", "top", "top-right"), ("left", "centre", "right"), ("bottom-left", "bottom", "bottom-right"))
+"""Names of the 3 x 3 parts of an image, row by row (questions about "the top-left part", ...)."""
+
+
+def ninth_box(name: str, width: float, height: float) -> list[float]:
+    """[x1, y1, x2, y2] of the named ninth of a ``width`` x ``height`` image."""
+    for r, row in enumerate(NINTHS):
+        if name in row:
+            c = row.index(name)
+            return [c * width / 3, r * height / 3, (c + 1) * width / 3, (r + 1) * height / 3]
+    raise KeyError(f"{name!r} is not one of {[n for row in NINTHS for n in row]}")

@@ -126,3 +126,8 @@ CAPTIONING = {
 
 MODALITY_PREAMBLE = "{listing} of the same area."
 """First sentence of a multi-image prompt, e.g. "Image 1 is an optical (RGB) image and image 2 is ..."."""
+
+
+def ninth_phrase(name: str) -> str:
+    """Words for one ninth of an image (``cotrain.geometry.quads.NINTHS``): "the top-left part of the image"."""
+    return "the centre of the image" if name == "centre" else f"the {name} part of the image"

@@ -1,12 +1,10 @@
-"""MixtureSampler: weight semantics, purity, rank shards, exact O(1) resume (also through DataLoader workers)."""
+"""MixtureSampler: weight semantics, purity, rank shards (exact resume of a Trainer run: test_resume.py)."""
 
 from collections import Counter
 
-import numpy as np
 import pytest
-from torch.utils.data import DataLoader, Dataset
 
-from cotrain.data.mixture import MixtureSampler, ResumableLoader
+from cotrain.data.mixture import MixtureSampler
 from cotrain.errors import ConfigError
 
 
@@ -126,143 +124,6 @@ def test_rank_shards_with_drop_last_are_disjoint_whole_batches():
     assert [shards[r][i] for i in range(6) for r in range(4)] == whole[:24]
 
 
-# -- resume ------------------------------------------------------------------------------------
-
-def test_exact_resume_iterating_the_sampler_directly():
-    args = ([17, 6], [1.3, 2.0], ["a", "b"])
-    s = MixtureSampler(*args, seed=8)
-    full = list(s)
-    it = iter(s)
-    head = [next(it) for _ in range(9)]
-    state = s.state_dict()
-    assert state["position"] == 9 and state["epoch"] == 0
-    fresh = MixtureSampler(*args, seed=8)
-    fresh.load_state_dict(state)
-    assert fresh.state_dict() == state  # nothing consumed yet after loading
-    assert head + list(fresh) == full
-    assert list(fresh) == full  # the next pass of the same epoch starts at 0 again
-
-
-def test_set_epoch_keeps_the_resume_position_only_for_the_loaded_epoch():
-    s = MixtureSampler([40], [1.0], ["a"], seed=0)
-    state = {**s.state_dict(), "epoch": 2, "position": 30}
-    s.load_state_dict(state)
-    s.set_epoch(2)
-    assert len(list(s)) == 10
-    s.load_state_dict(state)
-    s.set_epoch(3)
-    assert len(list(s)) == 40
-
-
-class _Echo(Dataset):
-    """Returns its index: batches show exactly which samples the loop received."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return i
-
-
-def _loader(sampler, batch_size):
-    return ResumableLoader(DataLoader(_Echo(int(sampler.offsets[-1])), batch_size=batch_size, sampler=sampler,
-                                      num_workers=2))
-
-
-def _train(loader, epochs, stop_after=None):
-    """A training loop: set_epoch, take batches; stops after ``stop_after`` batches (an interruption)."""
-    got = []
-    for e in epochs:
-        loader.set_epoch(e)
-        for batch in loader:
-            got.append(batch.tolist())
-            if len(got) == stop_after:
-                return got
-    return got
-
-
-ARGS = ([11, 7], [1.5, 0.6], ["a", "b"])  # 11 + 6 + 4 = 21 samples per epoch
-
-
-@pytest.mark.parametrize("num_replicas,stop_after", [(1, 8), (1, 6), (2, 5)])
-def test_exact_resume_through_dataloader_workers(num_replicas, stop_after):
-    """Interrupt after k consumed batches (past an epoch end, or exactly on it), resume in a fresh loader."""
-    batch = 4
-    for rank in range(num_replicas):
-        kw = dict(seed=7, batch_size=batch, num_replicas=num_replicas, rank=rank)
-        full = _train(_loader(MixtureSampler(*ARGS, **kw), batch), range(3))
-        per_epoch = -(-len(MixtureSampler(*ARGS, **kw)) // batch)
-        assert len(full) == 3 * per_epoch
-
-        first = _loader(MixtureSampler(*ARGS, **kw), batch)
-        head = _train(first, range(3), stop_after=stop_after)
-        state = first.state_dict()
-        epoch, in_epoch = divmod(stop_after, per_epoch)
-        if in_epoch == 0:  # stopped on the last batch of an epoch
-            epoch, in_epoch = epoch - 1, per_epoch
-        assert state["epoch"] == epoch
-        assert state["position"] == min(in_epoch * batch, len(first.sampler))
-        # the workers pulled indices ahead of the loop: the sampler's own count is not the answer
-        assert first.sampler.state_dict()["position"] > state["position"] or in_epoch == per_epoch
-
-        second = _loader(MixtureSampler(*ARGS, **kw), batch)
-        second.load_state_dict(state)
-        tail = _train(second, range(state["epoch"], 3))
-        assert head + tail == full
-
-
-class _CountingOrder(MixtureSampler):
-    """Counts epoch-order builds and the indices each pass materialises."""
-
-    builds = 0
-    materialised: list = []
-
-    def epoch_order(self, epoch):
-        type(self).builds += 1
-        return super().epoch_order(epoch)
-
-    def rank_indices(self, epoch, start=0):
-        out = super().rank_indices(epoch, start)
-        type(self).materialised.append(len(out))
-        return out
-
-
-def test_resume_is_o1_on_a_ten_million_record_mixture():
-    _CountingOrder.builds, _CountingOrder.materialised = 0, []
-    args = ([6_000_000, 4_000_000], [1.0, 1.0], ["big", "bigger"])
-    s = _CountingOrder(*args, seed=1)
-    n = len(s)
-    assert n == 10_000_000
-    s.load_state_dict({**s.state_dict(), "epoch": 5, "position": n - 3})
-    assert _CountingOrder.builds == 0  # loading does no work at all
-    tail = list(s)
-    assert _CountingOrder.builds == 1 and _CountingOrder.materialised == [3]  # no skipped item is touched
-    assert s._yielded == 3
-    order = s.epoch_order(5)
-    assert tail == order[n - 3:].tolist()
-    assert np.array_equal(np.sort(order), np.arange(n))  # weight 1.0: a permutation of all records
-
-
-# -- bad input ---------------------------------------------------------------------------------
-
-def test_state_from_another_recipe_is_refused():
-    s = MixtureSampler([10, 5], [1.0, 0.5], ["a", "b"], seed=0)
-    state = s.state_dict()
-    with pytest.raises(ConfigError, match="fingerprint.*recipe"):
-        MixtureSampler([10, 5], [1.0, 0.6], ["a", "b"], seed=0).load_state_dict(state)
-    with pytest.raises(ConfigError, match="fingerprint"):
-        MixtureSampler([10, 5], [1.0, 0.5], ["a", "c"], seed=0).load_state_dict(state)
-    with pytest.raises(ConfigError, match="seed"):
-        MixtureSampler([10, 5], [1.0, 0.5], ["a", "b"], seed=1).load_state_dict(state)
-    with pytest.raises(ConfigError, match="num_replicas"):
-        MixtureSampler([10, 5], [1.0, 0.5], ["a", "b"], seed=0, num_replicas=2).load_state_dict(state)
-    with pytest.raises(ConfigError, match="position"):
-        s.load_state_dict({**state, "position": 99})
-
-
 @pytest.mark.parametrize("sizes,weights,names,kw,match", [
     ([5, 5], [1.0, 1.0], ["a", "a"], {}, "appears twice"),
     ([5], [0.0], ["a"], {}, "weight"),
@@ -278,10 +139,8 @@ def test_bad_arguments_raise_config_errors(sizes, weights, names, kw, match):
         MixtureSampler(sizes, weights, names, seed=0, **kw)
 
 
-def test_locate_and_consumed_count_bounds():
+def test_locate_bounds():
     s = MixtureSampler([3, 4], [1.0, 1.0], ["a", "b"], seed=0)
     assert [s.locate(i) for i in (0, 2, 3, 6)] == [(0, 0), (0, 2), (1, 0), (1, 3)]
     with pytest.raises(IndexError):
         s.locate(7)
-    with pytest.raises(ConfigError, match="consumed_samples"):
-        s.state_dict(consumed_samples=8)

@@ -20,6 +20,8 @@ import numpy as np
 
 from cotrain.data.synthetic.objects import COLOURS, KINDS, LABELS, PlacedObject
 from cotrain.data.synthetic.scenes import CLASS_NAMES, COVER_NAMES, COVERS, SCENE_CLASSES
+from cotrain.geometry.quads import NINTHS, ninth_box
+from cotrain.tasks.templates import ninth_phrase
 
 DATASETS: dict[str, str] = {
     "syn_cls": "classification", "syn_vqa": "vqa", "syn_mcq": "mcq", "syn_grounding": "grounding",
@@ -332,24 +334,6 @@ SCENE_BUILDERS: dict[str, Callable[[SceneInfo, np.random.Generator], list[dict]]
 
 COLOUR_QUESTION_KINDS = ("plane", "ship", "small-vehicle", "storage-tank")
 """Kinds painted mostly in their colour; a truck's colour is its cab only, a court's is crossed by lines."""
-_CELL_NAMES = [["top-left", "top", "top-right"], ["left", "centre", "right"],
-               ["bottom-left", "bottom", "bottom-right"]]
-
-
-def cell_phrase(name: str) -> str:
-    """Words for one ninth of the image: "the top-left part of the image", "the centre of the image"."""
-    return "the centre of the image" if name == "centre" else f"the {name} part of the image"
-
-
-def cell_box(name: str, width: int, height: int) -> list[float]:
-    """[x1, y1, x2, y2] of a named ninth of the image."""
-    for r, row in enumerate(_CELL_NAMES):
-        if name in row:
-            c = row.index(name)
-            return [c * width / 3, r * height / 3, (c + 1) * width / 3, (r + 1) * height / 3]
-    raise KeyError(name)
-
-
 def _inside(b, cell) -> bool:
     return b[0] >= cell[0] and b[1] >= cell[1] and b[2] <= cell[2] and b[3] <= cell[3]
 
@@ -367,9 +351,9 @@ def zoom_records(scene: SceneInfo, rng: np.random.Generator, max_records: int = 
     a reader draws the line.
     """
     cands = []
-    for name in [n for row in _CELL_NAMES for n in row]:
-        cell = cell_box(name, scene.width, scene.height)
-        where = cell_phrase(name)
+    for name in [n for row in NINTHS for n in row]:
+        cell = ninth_box(name, scene.width, scene.height)
+        where = ninth_phrase(name)
         touching = [o for o in scene.objects if _touches(o.hbb, cell)]
         for label in sorted({o.label for o in touching}):
             objs = [o for o in touching if o.label == label]
