@@ -1,6 +1,6 @@
 """Multi-process training support: DeepSpeed ZeRO configs, vision keep-alive, cross-rank counts.
 
-Owns four things the training loop (``cotrain.train``) needs when it runs on several ranks:
+Owns four things the training loop (``cotrain.training``) needs when it runs on several ranks:
 
 * ``resolve_deepspeed_config``: a shipped ZeRO preset (``cotrain/deepspeed/*.json``) or a user's
   JSON file, checked against ``train.*`` before any model is built. Batch sizes, clipping and

@@ -204,7 +204,7 @@ def _loss(model, batch: dict, selective: bool):
     """Token-mean loss of one micro-batch: the model's own (full logits) or over supervised positions only."""
     import torch
 
-    from cotrain.data.collator import model_inputs
+    from cotrain.data.collate import model_inputs
     from cotrain.model.selective_logits import loss_positions, supervised_logits
 
     inputs = model_inputs(batch)
@@ -244,8 +244,8 @@ def compare(a: tuple[float, dict], b: tuple[float, dict]) -> dict:
 
 def numerics(setup: Setup) -> dict:
     """Reduced depth (2 text layers, 2 vision blocks), full 7B widths: three comparisons."""
-    from cotrain.data.collator import PaddingCollator
-    from cotrain.data.packing import PackCollator
+    from cotrain.data.collate import PaddingCollator
+    from cotrain.data.collate import PackCollator
     from cotrain.model.kernels import apply_liger, liger_status
 
     samples = stand_in_samples(setup, seed=1)[:4]
@@ -310,8 +310,9 @@ def throughput(setup: Setup, arch: str, mode: str, *, lora: bool, steps: int) ->
     """Real tokens/s, MFU and peak memory of ``steps`` optimizer steps (after one warm-up step)."""
     import torch
 
-    from cotrain.data.collator import PaddingCollator
-    from cotrain.data.packing import PackCollator, plan_packs
+    from cotrain.data.collate import PaddingCollator
+    from cotrain.data.collate import PackCollator
+    from cotrain.data.packing import plan_packs
     from cotrain.model.kernels import apply_liger, liger_status
 
     samples = stand_in_samples(setup, seed=2)
@@ -385,7 +386,7 @@ def generate(setup: Setup, n: int = 8, new_tokens: int = 32) -> dict:
     """Greedy generation of ``new_tokens`` for ``n`` prompts: one batch vs one by one."""
     import torch
 
-    from cotrain.data.collator import PaddingCollator, model_inputs
+    from cotrain.data.collate import PaddingCollator, model_inputs
 
     samples = stand_in_samples(setup, seed=3)[:n]
     model = build(setup, "qwen2_5_vl_3b").eval()

@@ -49,7 +49,7 @@ def _tokenizer_side(cfg: RunConfig):
     """(encoder, family) without model weights."""
     from cotrain.data.encoder import ChatEncoder
     from cotrain.model.processor import build_offline_processor, load_offline_processor
-    from cotrain.train import resolve_family
+    from cotrain.model.build import resolve_family
 
     family = resolve_family(cfg)
     if cfg.model.path:
@@ -101,9 +101,9 @@ def check_image_headers(ld: LoadedDataset) -> Counter:
 
 def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_images: bool = True) -> list[DatasetMix]:
     """Validate ``cfg`` like a training run would and return the realised epoch-0 mix per dataset."""
-    from cotrain.train import prepare_data
+    from cotrain.training.recipe import setup_data
 
-    train_sets, _ = prepare_data(cfg)
+    train_sets, _ = setup_data(cfg)
     encoder, family = _tokenizer_side(cfg)
     builder = SampleBuilder(encoder, family, cfg.data)
     from cotrain.data.mixture import MixtureSampler

@@ -44,16 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cotrain.config import load_config
-    from cotrain.data.collator import PaddingCollator, model_inputs
+    from cotrain.data.collate import PaddingCollator, model_inputs
     from cotrain.data.dataset import SampleBuilder, TrainingDataset
     from cotrain.data.encoder import ChatEncoder
-    from cotrain.data.packing import PackCollator, pack_fill, plan_packs
+    from cotrain.data.collate import PackCollator
+    from cotrain.data.packing import pack_fill, plan_packs
     from cotrain.model.selective_logits import loss_positions, supervised_logits
-    from cotrain.train import build_model, pad_id_of, prepare_data
+    from cotrain.data.collate import pad_id_of
+    from cotrain.model.build import build_model
+    from cotrain.training.recipe import setup_data
 
     torch.set_num_threads(args.threads)
     cfg = load_config(args.recipe)
-    train_sets, _ = prepare_data(cfg)
+    train_sets, _ = setup_data(cfg)
     model, processor, family = build_model(cfg)
     builder = SampleBuilder(ChatEncoder(processor, family), family, cfg.data)
     ds = TrainingDataset(train_sets, builder, cfg.data)

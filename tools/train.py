@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.recipe, args.overrides)
         if args.validate:
-            from cotrain.train import validate_only
+            from cotrain.training.recipe import validate_only
 
             for ld in validate_only(cfg):
                 print(f"ok  {ld.cfg.name:<16} {len(ld.records):>7} records  {ld.cfg.records}")
             return 0
-        from cotrain.train import run_training
+        from cotrain.training.recipe import run as run_training
 
         result = run_training(cfg)
     except CotrainError as e:

@@ -28,7 +28,7 @@ order is dropped (a different tail each epoch, since the order is reshuffled).
 Resume. The order is a pure function of (seed, epoch), so a resumed Trainer run recomputes it and
 the Trainer skips the batches the checkpoint had consumed (its own ``skip_first_batches``);
 ``cotrain_state.json`` records the mixture fingerprint so a changed recipe is refused
-(``cotrain.checkpoint``, tested by the SIGKILL test in tests/cotrain/test_resume.py).
+(``cotrain.training.checkpoint``, tested by the SIGKILL test in tests/cotrain/test_resume.py).
 """
 
 from __future__ import annotations

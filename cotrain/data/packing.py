@@ -1,81 +1,36 @@
-"""Sequence packing: several encoded samples share one row, each keeps its own positions and attention.
+"""Sequence packing, planned and served: which samples share a row, and the dataset of those packs.
 
-Owns three things:
+``plan_packs`` decides which samples of an epoch share a row from token counts known before any
+pixel is decoded (best-fit decreasing, then a seeded shuffle of the packs so that long and short
+samples do not cluster at the start or end of the epoch). ``PackedTrainingDataset`` is the training
+dataset whose item is one pack: for each epoch the mixture's order (``MixtureSampler.epoch_order``)
+is measured sample by sample (exact token counts from the recorded image sizes and the epoch's
+templates), planned, and served in plan order by ``PackSampler``. The plan is a pure function of
+(seed, epoch), so ranks agree and a resume re-derives it. Samples that cannot be measured (a bad
+record, more tokens than ``max_length``) never enter the plan; they are counted as skips once per
+epoch (attached to pack 0). A sample whose image turns out bad when the pack is built leaves a hole
+(counted) rather than pulling in a replacement of unknown length; a pack left with no sample at all
+falls back to a replacement.
 
-1. ``mrope_positions``: the 3-D M-RoPE positions of ONE sample, restarting at 0, computed from its
-   ``mm_token_type_ids`` and image grids by the rule the Qwen-VL models use (text tokens advance all
-   three axes together; an image block gets (t, row, column) offsets from the current position,
-   and the position after it advances by the larger merged side). A test checks it against each
-   family's own ``get_rope_index``.
-2. ``plan_packs``: which samples of an epoch share a row, from token counts known before any pixel is
-   decoded (best-fit decreasing, then a seeded shuffle of the packs so that long and short samples do
-   not cluster at the start or end of the epoch).
-3. ``PackCollator``: packs -> a batch whose ``position_ids`` is ``(4, rows, L)``: row 0 the per-sample
-   text positions (0..n-1 for each sample, which is how transformers finds the sample boundaries),
-   rows 1..3 the M-RoPE positions. With no ``attention_mask`` in the batch, transformers then builds a
-   block-diagonal causal mask (sdpa / eager) or runs FlashAttention-2 varlen with ``cu_seqlens`` taken
-   from those boundaries, so attention never crosses samples. The batch carries ``use_cache=False``:
-   with a cache object transformers does not look for packed sequences at all. The first label of each sample is
-   masked, so the last token of one sample is never trained to predict the first of the next.
-
-Must not decide the mixture or build samples (``cotrain.data.dataset`` does), nor truncate: a sample
-longer than ``max_length`` never enters a plan (it is counted as ``too_long`` by the caller).
+Must not decide the mixture (``MixtureSampler``), build samples (``cotrain.data.dataset``), lay out
+tensors (``cotrain.data.collate.PackCollator``) nor truncate: a sample longer than ``max_length``
+never enters a plan.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
-from typing import Sequence
+import logging
+import time
+from typing import Any, Iterator, Sequence
 
 import numpy as np
-import torch
+from torch.utils.data import Sampler
 
-from cotrain.data.encoder import IGNORE_INDEX
+from cotrain.errors import BadRecordError
 from cotrain.seeding import stable_seed
 
-PACK_META_KEYS = ("token_sample",)
-"""Per-token metadata of a packed batch (sample number of each token, -1 on padding); never a model input."""
-
-
-def mrope_positions(mm_token_type_ids: torch.Tensor, image_grid_thw: torch.Tensor | None,
-                    spatial_merge_size: int) -> torch.Tensor:
-    """(3, n) M-RoPE positions of one unpadded sample; its images' grids in order of appearance."""
-    types = mm_token_type_ids.reshape(-1).tolist()
-    grids = [] if image_grid_thw is None else [tuple(int(v) for v in g) for g in image_grid_thw.reshape(-1, 3)]
-    out = torch.empty(3, len(types), dtype=torch.long)
-    pos = 0
-    start = 0
-    n_image = 0
-    m = spatial_merge_size
-    while start < len(types):
-        kind = types[start]
-        end = start
-        while end < len(types) and types[end] == kind:
-            end += 1
-        if kind == 0:
-            out[:, start:end] = torch.arange(pos, pos + end - start).expand(3, -1)
-            pos += end - start
-        elif kind == 1:
-            if n_image >= len(grids):
-                raise ValueError(f"sample has more image blocks than image grids ({len(grids)})")
-            t, h, w = grids[n_image]
-            n_image += 1
-            gh, gw = h // m, w // m
-            if t * gh * gw != end - start:
-                raise ValueError(f"image block {n_image} has {end - start} tokens but its grid {(t, h, w)} "
-                                 f"with merge {m} gives {t * gh * gw}")
-            tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(gh), torch.arange(gw), indexing="ij")
-            out[0, start:end] = tt.reshape(-1) + pos
-            out[1, start:end] = hh.reshape(-1) + pos
-            out[2, start:end] = ww.reshape(-1) + pos
-            pos += max(gh, gw)
-        else:
-            raise ValueError(f"mm_token_type {kind} (video) is not supported by packing")
-        start = end
-    if n_image != len(grids):
-        raise ValueError(f"sample has {n_image} image blocks but {len(grids)} image grids")
-    return out
+log = logging.getLogger(__name__)
 
 
 def plan_packs(lengths: Sequence[int], max_length: int, *, seed: int, epoch: int) -> list[list[int]]:
@@ -123,67 +78,101 @@ def pack_fill(lengths: Sequence[int], packs: list[list[int]], max_length: int) -
     return sum(int(lengths[i]) for p in packs for i in p) / (len(packs) * max_length)
 
 
-@dataclass
-class PackCollator:
-    """Packs (lists of encoded samples) -> one batch; see the module docstring for the layout.
+class PackedTrainingDataset:
+    """Map-style dataset of packs over a :class:`cotrain.data.dataset.TrainingDataset`."""
 
-    ``flatten``: put every pack of the micro-batch into ONE row (what FlashAttention-2 varlen wants:
-    no padding at all); otherwise one row per pack, right-padded (what sdpa / eager want: the
-    block-diagonal mask is per row, so its cost stays at rows x max_length^2).
-    """
+    def __init__(self, base: Any, *, progress: bool = True):
+        self.base = base
+        self.max_length = int(base.data_cfg.max_length)
+        self.progress = progress
+        self.epoch = -1
+        self.packs: list[np.ndarray] = []
+        self.lengths: dict[int, int] = {}
+        self.plan_skipped: list[tuple[str, str, str]] = []
+        self.fill = 0.0
+        self.sampler = PackSampler(self)
+        self.set_epoch(base.epoch)
 
-    pad_token_id: int
-    spatial_merge_size: int
-    flatten: bool = False
+    def set_epoch(self, epoch: int) -> None:
+        epoch = int(epoch)
+        self.base.set_epoch(epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._plan(epoch)
 
-    def __call__(self, packs: list[list[dict]]) -> dict:
-        packs = [p for p in packs if p]
-        if not packs:
-            raise ValueError("cannot collate a micro-batch without samples")
-        rows = [[s for p in packs for s in p]] if self.flatten else packs
-        n_samples = sum(len(r) for r in rows)
-        width = max(sum(int(s["input_ids"].numel()) for s in r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mm_types = torch.zeros((len(rows), width), dtype=torch.long)
-        token_sample = torch.full((len(rows), width), -1, dtype=torch.long)
-        positions = torch.zeros((4, len(rows), width), dtype=torch.long)
-        pixels, grids, meta = [], [], {}
-        k = 0
-        for row, samples in enumerate(rows):
-            col = 0
-            for s in samples:
-                n = int(s["input_ids"].numel())
-                types = s["mm_token_type_ids"].reshape(-1).long()
-                grid = s.get("image_grid_thw")
-                has_image = s.get("pixel_values") is not None and s["pixel_values"].shape[0] > 0
-                input_ids[row, col:col + n] = s["input_ids"].reshape(-1)
-                lab = s["labels"].reshape(-1).clone()
-                lab[0] = IGNORE_INDEX
-                labels[row, col:col + n] = lab
-                mm_types[row, col:col + n] = types
-                token_sample[row, col:col + n] = k
-                positions[0, row, col:col + n] = torch.arange(n)
-                positions[1:, row, col:col + n] = mrope_positions(
-                    types, grid.reshape(-1, 3) if has_image else None, self.spatial_merge_size)
-                if has_image:
-                    pixels.append(s["pixel_values"])
-                    grids.append(grid.reshape(-1, 3))
-                for key, value in s.items():
-                    if key not in ("input_ids", "labels", "attention_mask", "mm_token_type_ids", "pixel_values",
-                                   "image_grid_thw"):
-                        meta.setdefault(key, [None] * n_samples)[k] = value
-                col += n
-                k += 1
-            # padding is one more "sample" with its own positions from 0: attends only to itself, no loss
-            positions[0, row, col:] = torch.arange(width - col)
-            positions[1:, row, col:] = torch.arange(width - col).expand(3, -1)
-        # use_cache=False: with a KV cache object transformers skips the packed-sequence mask and
-        # lets every token attend to the whole row (found by test_packing_isolates_samples)
-        batch: dict = {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": mm_types,
-                       "position_ids": positions, "use_cache": False, "token_sample": token_sample}
-        if pixels:
-            batch["pixel_values"] = torch.cat(pixels, dim=0)
-            batch["image_grid_thw"] = torch.cat(grids, dim=0)
-        batch.update(meta)
-        return batch
+    def _plan(self, epoch: int) -> None:
+        from tqdm import tqdm
+
+        t0 = time.time()
+        order = self.base.sampler.epoch_order(epoch)
+        lengths: dict[int, int] = {}
+        skipped: list[tuple[str, str, str]] = []
+        keep: list[int] = []
+        bar = tqdm(order.tolist(), desc=f"measuring epoch {epoch} for packing", unit="sample",
+                   disable=not self.progress, mininterval=2.0, leave=False)
+        for i in bar:
+            if i not in lengths:
+                try:
+                    lengths[i] = self.base.sample_length(i, epoch)
+                except BadRecordError as e:
+                    if self.base.data_cfg.on_bad_record == "raise":
+                        raise
+                    lengths[i] = -1
+                    d, _ = self.base.sampler.locate(i)
+                    skipped.append((e.reason, self.base.datasets[d].cfg.name, str(e.record_id)))
+            n = lengths[i]
+            if n > self.max_length:
+                d, r = self.base.sampler.locate(i)
+                skipped.append(("too_long", self.base.datasets[d].cfg.name, f"record {r}"))
+            elif n > 0:
+                keep.append(i)
+        if not keep:
+            raise BadRecordError(f"epoch {epoch}: no sample fits data.max_length={self.max_length}; raise it or "
+                                 "lower max_pixels", reason="too_many_bad")
+        kept = np.asarray(keep, dtype=np.int64)
+        kept_lengths = [lengths[i] for i in keep]
+        plan = plan_packs(kept_lengths, self.max_length, seed=self.base.data_cfg.seed, epoch=epoch)
+        self.packs = [kept[np.asarray(p, dtype=np.int64)] for p in plan]
+        self.lengths = lengths
+        self.plan_skipped = skipped
+        self.fill = pack_fill(kept_lengths, plan, self.max_length)
+        log.info("packing epoch %d: %d samples -> %d packs of <= %d tokens, fill %.3f, %d skipped (%.1f s)",
+                 epoch, len(keep), len(self.packs), self.max_length, self.fill, len(skipped), time.time() - t0)
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def __getitem__(self, k: int) -> dict:
+        samples: list[dict] = []
+        skipped = list(self.plan_skipped) if k == 0 else []
+        indices = self.packs[int(k)].tolist()
+        for i in indices:
+            sample, bad = self.base.build_exact(i)
+            skipped += bad
+            if sample is not None:
+                samples.append(sample)
+        if not samples:  # every sample of the pack was bad: one replacement (fits alone by construction)
+            sample = self.base[indices[0]]
+            skipped += sample.pop("skipped", [])
+            samples.append(sample)
+        return {"samples": samples, "skipped": skipped}
+
+
+class PackSampler(Sampler[int]):
+    """Pack numbers of the current epoch in plan order; ``set_epoch`` re-plans (HF / accelerate call it)."""
+
+    def __init__(self, dataset: PackedTrainingDataset):
+        self.dataset = dataset
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset.packs)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self.dataset.packs)))

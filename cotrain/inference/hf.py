@@ -79,7 +79,7 @@ class HFBackend:
 
     @torch.no_grad()
     def _generate_batch(self, samples: list[dict], sampling) -> list[tuple[str, str, int, int]]:
-        from cotrain.data.collator import PaddingCollator, model_inputs
+        from cotrain.data.collate import PaddingCollator, model_inputs
 
         batch = PaddingCollator(pad_token_id=self.pad_id, padding_side="left")(samples)
         device = next(self.model.parameters()).device
@@ -112,7 +112,7 @@ class HFBackend:
         labels), so the score is minus the training loss of that sample. ``None`` where the request's
         image cannot be read. Used for image-text retrieval with a generative model.
         """
-        from cotrain.data.collator import PaddingCollator, model_inputs
+        from cotrain.data.collate import PaddingCollator, model_inputs
 
         was_training = self.model.training
         self.model.eval()

@@ -7,7 +7,7 @@ positions (they restart at 0 per sample, as ``PackCollator`` writes them) and ru
 sample, so the work is sum(n_i^2) instead of L^2, and no mask is needed. Rows without packed
 positions (ordinary padded batches, the vision tower, generation) go to transformers' own sdpa.
 
-Registered under ``cotrain_varlen_sdpa`` (``register()``); ``cotrain.train`` selects it for packed
+Registered under ``cotrain_varlen_sdpa`` (``register()``); ``cotrain.training.recipe`` selects it for packed
 training when the model runs sdpa. A test checks logits and gradients against the masked path.
 """
 

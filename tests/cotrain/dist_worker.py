@@ -2,7 +2,7 @@
 
 Usage: ``torchrun --standalone --nproc_per_node 2 dist_worker.py MODE SPEC_JSON``
 
-* ``recipe``: ``cotrain.train.run_training`` on the recipe dict in SPEC_JSON; prints the logged
+* ``recipe``: ``cotrain.training.recipe.run`` on the recipe dict in SPEC_JSON; prints the logged
   per-step losses and ``all_reduce_counts`` of the trainer's per-rank sample counts.
 * ``textonly``: drives cotrain's Trainer class directly on a hand-built dataset whose order is
   fixed (a SequentialSampler), so one rank is known to get micro-batches without any image;
@@ -54,28 +54,22 @@ def _count_keepalive() -> dict:
 def run_recipe(spec: dict) -> dict:
     from cotrain.config import load_config
     from cotrain.distributed import all_reduce_counts
-    from cotrain.train import run_training
-
-    import cotrain.train as ct
+    import cotrain.training.trainer as ct
+    from cotrain.training.recipe import run as run_training
 
     stats = _count_keepalive()
     trainers = []
-    make = ct._trainer_class
+    real = ct.CotrainTrainer
 
-    def spy():  # keep the trainer to read its per-rank counters after the run
-        cls = make()
+    class Spy(real):  # keep the trainer to read its per-rank counters after the run
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            trainers.append(self)
 
-        class Spy(cls):
-            def __init__(self, *a, **k):
-                super().__init__(*a, **k)
-                trainers.append(self)
-
-        return Spy
-
-    ct._trainer_class = spy
+    ct.CotrainTrainer = Spy
     run_training(load_config(raw=spec["recipe"]))  # rank > 0 returns no summary
     history = trainers[0].state.log_history
-    local = dict(trainers[0].samples_by_dataset)
+    local = dict(trainers[0].accounting.samples_by_dataset)
     return {"losses": [h["loss"] for h in history if "loss" in h],
             "steps": trainers[0].state.global_step,
             "local_samples": local, "summed_samples": all_reduce_counts(local),
@@ -111,7 +105,9 @@ def run_textonly(spec: dict) -> dict:
     from cotrain.config import ModelConfig, RunConfig, TinyModelConfig, TrainConfig
     from cotrain.data.encoder import ChatEncoder
     from cotrain.distributed import install_vision_keepalive, resolve_deepspeed_config
-    from cotrain.train import _trainer_class, build_model, make_collate
+    from cotrain.data.collate import make_collate
+    from cotrain.model.build import build_model
+    from cotrain.training.trainer import CotrainTrainer
 
     # dataclasses directly: load_config insists on datasets, and this run brings its own samples
     cfg = RunConfig(model=ModelConfig(tiny=TinyModelConfig(hidden_size=64)),
@@ -138,14 +134,13 @@ def run_textonly(spec: dict) -> dict:
     tok = processor.tokenizer
     if spec.get("hook", True):
         install_vision_keepalive(model)  # the wiring train.py needs under DeepSpeed (see the report)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=data,
-                               data_collator=make_collate(tok.pad_token_id if tok.pad_token_id is not None
-                                                          else tok.eos_token_id))
-    trainer.train_cfg, trainer.run_cfg = cfg.train, cfg  # what run_training sets after construction
+    trainer = CotrainTrainer(model=model, args=args, train_dataset=data, run_cfg=cfg,
+                             data_collator=make_collate(tok.pad_token_id if tok.pad_token_id is not None
+                                                        else tok.eos_token_id))
     trainer.train()
     return {"losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             "steps": trainer.state.global_step, "keepalive": stats,
-            "datasets_seen": dict(trainer.samples_by_dataset)}
+            "datasets_seen": dict(trainer.accounting.samples_by_dataset)}
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cotrain.checkpoint import check_checkpoint, list_checkpoints, run_fingerprint
+from cotrain.training.checkpoint import check_checkpoint, list_checkpoints, run_fingerprint
 from cotrain.config import load_config
 from cotrain.data.synthetic import generate_demo_data
 from cotrain.errors import ConfigError
@@ -117,7 +117,7 @@ def test_sigkill_and_resume_gives_identical_losses(data_root, tmp_path, packing)
 @pytest.fixture(scope="module")
 def finished_checkpoint(data_root, tmp_path_factory):
     """A complete checkpoint from a 3-step run (in-process)."""
-    from cotrain.train import run_training
+    from cotrain.training.recipe import run as run_training
 
     tmp = tmp_path_factory.mktemp("ckpt")
     recipe = _recipe(data_root, tmp)

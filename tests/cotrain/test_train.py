@@ -46,7 +46,7 @@ def _corrupt_two_train_images(data_root):
 
 def test_run_training_end_to_end(data_root, tmp_path):
     from cotrain.model.loader import load_model_and_processor
-    from cotrain.train import run_training
+    from cotrain.training.recipe import run as run_training
 
     _corrupt_two_train_images(data_root)
     out = tmp_path / "run"
@@ -91,7 +91,7 @@ def test_run_training_end_to_end(data_root, tmp_path):
 
 
 def test_malformed_record_stops_before_model_load(data_root, tmp_path):
-    from cotrain.train import run_training
+    from cotrain.training.recipe import run as run_training
 
     bad = data_root / "records" / "bad.jsonl"
     good = (data_root / "records" / "syn_cls_val.jsonl").read_text().splitlines()
@@ -129,7 +129,7 @@ def test_cli_validate(data_root, tmp_path):
 
 
 def test_per_task_loss_equals_the_logged_loss_for_one_task(data_root, tmp_path):
-    from cotrain.train import run_training
+    from cotrain.training.recipe import run as run_training
 
     raw = _recipe(data_root, tmp_path / "one", max_steps=3)
     raw["data"]["datasets"] = [raw["data"]["datasets"][1]]  # grounding only: the per-task mean is the loss
@@ -145,7 +145,7 @@ def test_per_task_loss_equals_the_logged_loss_for_one_task(data_root, tmp_path):
 
 def test_dataset_rounding_to_no_samples_is_refused_before_model_load(data_root, tmp_path):
     from cotrain.errors import ConfigError
-    from cotrain.train import run_training
+    from cotrain.training.recipe import run as run_training
 
     raw = _recipe(data_root, tmp_path / "zero")
     raw["data"]["datasets"][0]["weight"] = 0.01  # 8 records x 0.01 -> 0 samples per epoch

@@ -56,7 +56,7 @@ def test_recipe_arch_key(monkeypatch):
     with pytest.raises(ConfigError, match="both set"):
         load_config(raw=_recipe(arch="qwen2_5_vl_3b", path="/ckpt"))
     import cotrain.model.archs as archs
-    from cotrain.train import build_model, resolve_family
+    from cotrain.model.build import build_model, resolve_family
 
     cfg = load_config(raw=_recipe(arch="qwen3_vl_4b", dtype="bfloat16"))
     assert resolve_family(cfg).name == "qwen3_vl"

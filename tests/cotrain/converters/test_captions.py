@@ -14,7 +14,7 @@ from cotrain.converters.captions import convert_captions
 from cotrain.converters.fusion import convert_fusionrs
 from cotrain.records import read_records
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _image(path: Path, size, mode="RGB") -> None:

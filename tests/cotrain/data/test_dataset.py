@@ -183,7 +183,7 @@ def test_jpeg_is_decoded_to_the_target_size(tmp_path):
 
 
 def test_eval_prompts_use_the_training_class_list(tmp_path):
-    from cotrain.train import share_class_lists
+    from cotrain.training.recipe import share_class_lists
 
     train = LoadedDataset(DatasetConfig(name="c", records="x"), [], ["a", "b", "c"])
     ev = LoadedDataset(DatasetConfig(name="c", records="y"), [], ["a", "c"])
@@ -228,7 +228,6 @@ def test_large_files_are_read_lazily_through_the_index(cls_dataset):
 import math  # noqa: E402
 import re  # noqa: E402
 
-from cotrain.errors import ConfigError  # noqa: E402
 
 
 def test_too_long_option_is_validated():

@@ -17,7 +17,7 @@ from cotrain.converters import CONVERTERS, ConvertError
 from cotrain.converters.rsvqa import convert_rsvqa
 from cotrain.records import read_records
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _write(d: Path, prefix: str, split: str, images, questions, answers) -> None:

@@ -17,7 +17,7 @@ from cotrain.converters.dior import DIOR_CLASSES, convert_dior_r
 from cotrain.converters.rsvg import convert_rsvg
 from cotrain.records import read_records
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _image(path: Path, w: int = 800, h: int = 800) -> None:

@@ -1,4 +1,4 @@
-"""Training checkpoints: what they must carry, how to find and check one, and whether it may resume this run.
+"""What a run saves: checkpoints (staged, then renamed into place), their resume checks, the final model.
 
 A checkpoint is the HF Trainer's ``checkpoint-<step>`` directory (weights, optimizer, scheduler,
 RNG states of every rank, trainer state) plus ``cotrain_state.json``: the mixture's sampler state
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 from cotrain.config import RunConfig, config_to_dict
 from cotrain.errors import ConfigError
+from cotrain.files import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -251,3 +253,100 @@ def load_checkpoint_weights(model, ckpt_dir: Path) -> None:
     fresh = type(model).from_pretrained(str(ckpt_dir), dtype=next(model.parameters()).dtype)
     model.load_state_dict(fresh.state_dict(), strict=True)
     del fresh
+
+
+def save_checkpoint_atomically(trainer, save) -> None:
+    """Run the Trainer's own checkpoint save (``save()``) into a staging folder, complete it, rename it.
+
+    Every rank writes its shards under ``.staging-<step>`` (the trainer's ``_staging_root`` steers
+    ``_get_output_dir`` there); the main process then adds ``cotrain_state.json`` (and, with LoRA,
+    the fully trained non-adapter parameters), moves ``checkpoint-<step>`` into the run folder and
+    rotates old checkpoints.
+    """
+    from transformers.trainer import rotate_checkpoints
+
+    step = trainer.state.global_step
+    run_dir = Path(trainer.args.output_dir)
+    staging = run_dir / f"{STAGING_PREFIX}{step}"
+    if trainer.args.should_save and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer._staging_root = staging
+    try:
+        save()
+    finally:
+        trainer._staging_root = None
+    trainer.accelerator.wait_for_everyone()  # every rank's shards are written
+    if trainer.args.should_save:
+        staged = staging / f"checkpoint-{step}"
+        write_state(staged, trainer.run_cfg, trainer.sampler_state(), step)
+        if hasattr(trainer.model, "peft_config"):
+            save_trained_parts(trainer.model, staged)
+        final = run_dir / staged.name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        shutil.rmtree(staging, ignore_errors=True)
+        rotate_checkpoints(output_dir=str(run_dir), save_total_limit=trainer.args.save_total_limit,
+                           best_model_checkpoint=None, use_mtime=False)
+    trainer.accelerator.wait_for_everyone()
+
+
+def check_resume_fingerprint(resume: Path, sampler_state: dict) -> None:
+    """Refuse a checkpoint whose mixture fingerprint differs from this run's (records files changed)."""
+    saved = json.loads((Path(resume) / STATE_FILE).read_text())["sampler"]
+    if saved["fingerprint"] != sampler_state["fingerprint"]:
+        raise ConfigError(f"checkpoint {resume} was written for another mixture (fingerprint {saved['fingerprint']} "
+                          f"vs {sampler_state['fingerprint']}: the records files changed size or order); restore "
+                          "them or start a new run")
+
+
+def save_final(model, processor, out_dir: Path) -> Path:
+    """Save the final model + processor atomically: write to a temp dir, then rename into place."""
+    from cotrain.model.loader import save_model_and_processor
+
+    tmp = out_dir / "final.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model_and_processor(model, processor, tmp)
+    return replace_dir(tmp, out_dir / "final")
+
+
+def finish_model(trainer, processor, cfg: RunConfig, out_dir: Path):
+    """(model to evaluate, final artefact path) after training; every rank calls it.
+
+    LoRA: the adapter is saved apart and, with ``merge_on_save``, merged for the final model.
+    DeepSpeed: the engine gathers the weights (ZeRO-3: 16-bit gather on save) through the
+    Trainer's own ``save_model``; otherwise rank 0 saves. Rank 0 then renames into place.
+    """
+    from cotrain.model.processor import save_processor
+
+    model = trainer.model
+    main = trainer.args.should_save
+    lora = cfg.model.lora
+    if lora.enabled:
+        from cotrain.model.trainable import merge_lora, save_adapter
+
+        if main:
+            log.info("LoRA adapter saved to %s", save_adapter(model, out_dir / "adapter"))
+            # with the processor (training pixel budget), so evaluation with --adapter sees training-sized images
+            save_processor(processor, out_dir / "adapter", model.get_base_model().config.model_type)
+        if not lora.merge_on_save:
+            trainer.accelerator.wait_for_everyone()
+            return model, out_dir / "adapter"
+        model = merge_lora(model)
+    if trainer.is_deepspeed_enabled and not lora.enabled:
+        tmp = out_dir / "final.tmp"
+        if main and tmp.exists():
+            shutil.rmtree(tmp)
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(tmp))  # collective under ZeRO-3; writes on rank 0
+        if main:
+            save_processor(processor, tmp, model.config.model_type)
+            replace_dir(tmp, out_dir / "final")
+    elif main:
+        save_final(model, processor, out_dir)
+    trainer.accelerator.wait_for_everyone()
+    final = out_dir / "final"
+    log.info("final model saved to %s", final)
+    return model, final

@@ -17,7 +17,7 @@ from cotrain.converters.dota import convert_dota
 from cotrain.dota.types import DOTA_V1_CLASSES, DOTA_V15_CLASSES
 from cotrain.records import read_records
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _image(path: Path, w: int, h: int) -> None:

@@ -13,7 +13,7 @@ from cotrain.converters import ConvertError
 from cotrain.converters.scenes import convert_scene_splits, convert_scenes, normalize_class_name, split_files
 from cotrain.records import read_records, validate_record
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _image(path: Path, size=(40, 30), fmt=None) -> None:

@@ -3,17 +3,16 @@
 import pytest
 import torch
 
-from cotrain.data.collator import PaddingCollator, model_inputs
-from cotrain.data.packing import PackCollator
+from cotrain.data.collate import PaddingCollator, model_inputs
+from cotrain.data.collate import PackCollator
 from cotrain.model.selective_logits import loss_positions, output_head, supervised_logits
 from cotrain.model.tiny import build_tiny_model
 
-from test_packing import _samples  # noqa: E402  (tests/cotrain is on sys.path under pytest)
 
 
 @pytest.mark.parametrize("layout", ["padded", "packed"])
-def test_loss_and_grads_equal_full_logits(layout):
-    processor, samples = _samples("qwen2_5_vl")
+def test_loss_and_grads_equal_full_logits(layout, encoded_samples):
+    processor, samples = encoded_samples("qwen2_5_vl")
     model = build_tiny_model("qwen2_5_vl", processor=processor, hidden_size=64)
     model.train()
     pad = processor.tokenizer.pad_token_id

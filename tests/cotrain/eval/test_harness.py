@@ -16,7 +16,7 @@ from cotrain.inference.base import GenerationResponse, PixelLimits, load_request
 from cotrain.model.families import get_family
 from cotrain.records import read_records
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

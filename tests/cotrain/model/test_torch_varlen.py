@@ -11,12 +11,11 @@ import sys
 import pytest
 import torch
 
-from cotrain.data.collator import PaddingCollator, model_inputs
-from cotrain.data.packing import PackCollator
+from cotrain.data.collate import PaddingCollator, model_inputs
+from cotrain.data.collate import PackCollator
 from cotrain.errors import ModelLoadError
 from cotrain.model import loader, torch_varlen
 from cotrain.model.tiny import build_tiny_model
-from test_packing import _samples
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), is_causal=False,
@@ -130,9 +129,9 @@ def _loss_and_grads(model, batch):
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
 @pytest.mark.parametrize("flatten", [True, False])
-def test_packed_torch_varlen_equals_padded_sdpa_on_cpu_reference_kernel(cpu_kernel, family, flatten):
+def test_packed_torch_varlen_equals_padded_sdpa_on_cpu_reference_kernel(cpu_kernel, family, flatten, encoded_samples):
     """Float32, rtol 1e-4 / atol 1e-6 on the loss and every gradient (summation order only)."""
-    processor, samples = _samples(family)
+    processor, samples = encoded_samples(family)
     model = build_tiny_model(family, processor=processor, hidden_size=64).train()
     model.set_attn_implementation("sdpa")
     pad_id = processor.tokenizer.pad_token_id
@@ -150,9 +149,9 @@ def test_packed_torch_varlen_equals_padded_sdpa_on_cpu_reference_kernel(cpu_kern
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_padded_batch_and_generation_with_torch_varlen(cpu_kernel):
+def test_padded_batch_and_generation_with_torch_varlen(cpu_kernel, encoded_samples):
     """A padded batch goes through the unpad path; greedy generation (cache, left padding) matches sdpa."""
-    processor, samples = _samples("qwen2_5_vl")
+    processor, samples = encoded_samples("qwen2_5_vl")
     model = build_tiny_model("qwen2_5_vl", processor=processor, hidden_size=64).eval()
     padded = PaddingCollator(pad_token_id=processor.tokenizer.pad_token_id)(samples[:3])
     with torch.no_grad():
@@ -175,9 +174,9 @@ def test_padded_batch_and_generation_with_torch_varlen(cpu_kernel):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_real_kernel_packed_equals_padded_sdpa_on_cuda(dtype):
+def test_real_kernel_packed_equals_padded_sdpa_on_cuda(dtype, encoded_samples):
     """The real kernel: loss within 1e-2 relative, every gradient's cosine >= 0.99 (half precision)."""
-    processor, samples = _samples("qwen2_5_vl")
+    processor, samples = encoded_samples("qwen2_5_vl")
     model = build_tiny_model("qwen2_5_vl", processor=processor, hidden_size=128).to("cuda", dtype).train()
     model.set_attn_implementation("sdpa")
     pad_id = processor.tokenizer.pad_token_id

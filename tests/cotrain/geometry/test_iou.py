@@ -207,7 +207,7 @@ def test_bench_iou_runs_and_agrees_with_shapely():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "tools" / "bench_det.py"
+    path = Path(__file__).resolve().parents[3] / "tools" / "bench_det.py"
     spec = importlib.util.spec_from_file_location("bench_det", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -21,7 +21,7 @@ from cotrain.converters.llava import convert_llava, rotate_box
 from cotrain.records import read_records
 from cotrain.tasks import build_conversation
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _conv(*texts, roles=("human", "gpt")):

@@ -2,7 +2,7 @@
 
 The goldens in data/caption_golden.json were produced by pycocoevalcap itself (its Python BLEU,
 ROUGE-L and CIDEr code, its Stanford PTBTokenizer jar and its METEOR 1.5 jar), never by the code
-under test. Regenerate them with ``PYTHONPATH=. python tests/cotrain/test_metrics_captioning.py --regenerate``
+under test. Regenerate them with ``PYTHONPATH=. python tests/cotrain/metrics/test_captioning.py --regenerate``
 (needs ``pip install --no-deps pycocoevalcap`` and java). Live tests re-run pycocoevalcap when it
 and java are present and are skipped otherwise.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from cotrain.metrics.captioning import bleu, caption_scores, cider, meteor, ptb_tokenize, rouge_l
+from cotrain.metrics.captioning import bleu, caption_scores, meteor, ptb_tokenize, rouge_l
 
-GOLDEN = Path(__file__).parent / "data" / "caption_golden.json"
+GOLDEN = Path(__file__).parent / "caption_golden.json"
 
 # Fixed corpus: punctuation, capitals, contractions, hyphens, numbers, brackets, unicode, an empty
 # candidate, a perfect match, a one-word candidate, 1-5 references per image.
@@ -209,7 +209,7 @@ def regenerate() -> None:
         "produced_by": {
             "package": f"pycocoevalcap {version('pycocoevalcap')} (pip install --no-deps pycocoevalcap)",
             "java": subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0],
-            "command": "PYTHONPATH=. python tests/cotrain/test_metrics_captioning.py --regenerate",
+            "command": "PYTHONPATH=. python tests/cotrain/metrics/test_captioning.py --regenerate",
             "how": "coco_reference(): PTBTokenizer (stanford-corenlp-3.4.1.jar) on both sides, then "
                    "Bleu(4) / Meteor() / Rouge() / Cider() compute_score; meteor_exact_stem runs "
                    "meteor-1.5.jar -l en -norm -m 'exact stem' over the same tokenised corpus",

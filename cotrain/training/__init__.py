@@ -1,0 +1,1 @@
+"""Training: the run as a recipe (``recipe.run``), the thin Trainer, its loss, accounting and checkpoints."""
