@@ -6,7 +6,7 @@ Records store boxes in ORIGINAL image pixels (x right, y down) as ``{"hbb": [x1,
 * (geometry, vertex order and obb <-> quad, lives in ``cotrain.geometry``);
 * ``BoxCodec``: renders a box for the RESIZED image in the model family's convention, formats it
   as text, parses text back, and maps parsed values back to original pixels;
-* the detection answer text (plain lines or a fenced JSON list) and its parser.
+* the detection answer text (plain lines or a fenced JSON list); ``detection.parse`` reads it back.
 
 Training targets, prompts, response parsing and metrics all go through this module, so a box
 means the same thing everywhere. It must not know about tasks, templates or tokenisation.
@@ -180,7 +180,6 @@ _NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 # Separators are unambiguous (a comma with optional spaces, or spaces alone) so that long runs of
 # whitespace in a generated answer cannot make the regex backtrack combinatorially.
 _GROUP = re.compile(r"[\[(]\s*(" + _NUMBER + r"(?:(?:\s*,\s*|\s+)" + _NUMBER + r")*)\s*[\])]")
-_JSON_LABEL = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 def _numbers(s: str) -> list[float]:
@@ -239,60 +238,3 @@ def format_detection_answer(objects: Sequence[dict], kind: str, codec: BoxCodec,
     if not rendered:
         return NONE_ANSWER
     return "\n".join(f"{codec.format(v, kind)} {label}" for v, label in rendered)
-
-
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
-
-
-def _json_string(body: str) -> str:
-    try:
-        return json.loads(f'"{body}"')
-    except json.JSONDecodeError:
-        return body
-
-
-def _ordered(values: list[float], kind: str) -> list[float]:
-    return order_quad(values) if kind == "quad" else values
-
-
-def parse_detection_answer(text: str, kind: str) -> list[tuple[list[float], str]]:
-    """``(values, label)`` per object found in a detection answer (plain lines or JSON).
-
-    Lines or objects that do not hold a box of ``kind`` are skipped; the caller counts them if it
-    cares. The values are in the codec's frame: map them with ``BoxCodec.to_original``. Quads
-    come back in ``order_quad`` order.
-    """
-    _check_kind(kind)
-    count, key = VALUE_COUNTS[kind], JSON_KEYS[kind]
-    fenced = _FENCE.search(text)
-    candidate = fenced.group(1) if fenced else text.strip()
-    if candidate.startswith("["):
-        try:
-            data = json.loads(candidate)
-        except json.JSONDecodeError:
-            data = None
-        if isinstance(data, list) and all(isinstance(o, dict) for o in data):
-            out = []
-            for obj in data:
-                if isinstance(obj.get(key), list) and len(obj[key]) == count:
-                    try:
-                        out.append((_ordered([float(v) for v in obj[key]], kind), str(obj.get("label", ""))))
-                    except (TypeError, ValueError):
-                        continue
-            return out
-    out = []
-    for line in text.splitlines():
-        m = _GROUP.search(line)
-        if m is None:
-            continue
-        nums = _numbers(m.group(1))
-        if len(nums) == count:
-            if "{" in line[:m.start()]:
-                # A JSON object line from a list that failed to load as a whole (generation cut
-                # off): keep it only if its label survived.
-                found = _JSON_LABEL.search(line)
-                if found:
-                    out.append((_ordered(nums, kind), _json_string(found.group(1))))
-            else:
-                out.append((_ordered(nums, kind), line[m.end():].strip()))
-    return out

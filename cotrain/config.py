@@ -294,7 +294,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Held-out evaluation during and at the end of training (the harness of ``tools/eval.py``)."""
+    """Held-out evaluation during and at the end of training (the harness of ``cotrain eval``)."""
 
     enabled: bool = True
     """Run evaluation after training."""

@@ -1,6 +1,6 @@
 """One prepared GPU check: environment, numerics at full 7B width, throughput / MFU / memory, generation.
 
-``tools/gpu_check.py`` is the CLI. Sections run in this order, each under an internal time budget
+``cotrain gpu-check`` is the CLI. Sections run in this order, each under an internal time budget
 (a section whose estimate exceeds the time left is skipped and says so):
 
 1. ``env``: GPU, driver, torch, transformers, triton, liger-kernel, flash-attn versions;

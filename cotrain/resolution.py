@@ -1,6 +1,7 @@
 """Resolution: the size an image is resized to before the vision encoder sees it.
 
-Owns the Qwen-VL "smart resize" rule (sides rounded to multiples of the patch*merge factor,
+Owns ``PixelLimits`` (the per-image pixel budget every backend and the zoom chain size images
+by), ``resized_size`` and the Qwen-VL "smart resize" rule (sides rounded to multiples of the patch*merge factor,
 pixel count kept inside [min_pixels, max_pixels]) and the random-resize augmentation that draws
 a target AREA uniformly in that range. Both work on sizes only: this module must not decode or
 touch pixels, and must not know about boxes (the box codec scales boxes from the sizes it returns).
@@ -14,6 +15,7 @@ the equality on thousands of sizes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -94,3 +96,33 @@ def random_resize(height: int, width: int, *, factor: int, min_pixels: int, max_
     # The scaled sides stay real-valued: rounding them to integers first would add a second
     # rounding (and, for a 1-pixel side, could break the aspect ratio) before the factor rounding.
     return _fit_to_factor(height * scale, width * scale, factor, min_pixels, max_pixels)
+
+
+@dataclass(frozen=True)
+class PixelLimits:
+    """Pixel budget per image: the single source of image sizes for every backend."""
+
+    min_pixels: int
+    max_pixels: int
+    factor: int
+    """Resize factor of the model family (patch * merge: 28 for Qwen2/2.5-VL, 32 for Qwen3-VL)."""
+
+    def __post_init__(self):
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ConfigError(f"pixel limits need 0 < min_pixels <= max_pixels, got {self.min_pixels}, "
+                              f"{self.max_pixels}; fix --min-pixels / --max-pixels or the benchmark's options")
+
+    @classmethod
+    def of_processor(cls, processor, family) -> PixelLimits:
+        """The limits a checkpoint's image processor carries (cotrain saves the training budget there)."""
+        ip = processor.image_processor
+        size = getattr(ip, "size", None) or {}
+        lo = size.get("shortest_edge", getattr(ip, "min_pixels", None))
+        hi = size.get("longest_edge", getattr(ip, "max_pixels", None))
+        return cls(int(lo or family.default_min_pixels), int(hi or family.default_max_pixels), family.factor)
+
+
+def resized_size(width: int, height: int, limits: PixelLimits) -> tuple[int, int]:
+    """(h, w) an image of ``width`` x ``height`` is given to the model at (``smart_resize``)."""
+    return tuple(smart_resize(int(height), int(width), factor=limits.factor, min_pixels=limits.min_pixels,
+                              max_pixels=limits.max_pixels))

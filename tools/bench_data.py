@@ -20,8 +20,8 @@ Subcommands:
   and the token-length estimate from recorded sizes against building the sample (time and exactness).
   Issue 3's goal: >= 2x.
 
-``python tools/bench_data.py coldstart --records 1000000``
-``python tools/bench_data.py loader``
+``cotrain bench data coldstart --records 1000000``
+``cotrain bench data loader``
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CLASSES = ("airport", "bare land", "baseball field", "beach", "bridge", "center", "church", "commercial",
            "dense residential", "desert", "farmland", "forest", "industrial", "meadow", "park", "parking")

@@ -12,8 +12,8 @@ Subcommands:
   15 classes) against a straightforward shapely evaluator (Python loops over classes, images and
   pairs) on the same data, checking that both give the same mAP.
 
-``python tools/bench_det.py iou --pairs 200000``
-``python tools/bench_det.py apnc --images 21046``
+``cotrain bench det iou --pairs 200000``
+``cotrain bench det apnc --images 21046``
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from cotrain.geometry.iou import iou_pairs, rboxes_to_quads
 
-from cotrain.geometry.iou import iou_pairs, rboxes_to_quads  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _timed(fn, repeats: int = 1):

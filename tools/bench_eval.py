@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """HF backend throughput: batched generation vs one request at a time, on the same prompts, in one run.
 
-    python tools/bench_eval.py [--model outputs/demo/final] [--samples 64] [--batch 16] [--max-new-tokens 16]
+    cotrain bench eval [--model outputs/demo/final] [--samples 64] [--batch 16] [--max-new-tokens 16]
 
 Builds ``--samples`` prompts from the demo benchmarks (classification, VQA, MCQ, grounding test splits,
-interleaved) exactly as ``tools/eval.py`` does, then times ``HFBackend.generate`` with
+interleaved) exactly as ``cotrain eval`` does, then times ``HFBackend.generate`` with
 ``batch_size=--batch`` (left padding, prompts sorted by length) against ``batch_size=1``. Prints
 samples/s of each, their ratio, and the share of answers that are identical (greedy decoding should
 give the same text either way; padding can flip a near-tie in float arithmetic).
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def build_requests(backend, data_root: str, n: int, max_new_tokens: int):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training throughput on the demo mix: packed vs padded, in one run, on the same samples.
 
-    python tools/bench_train.py [--samples 320] [--batch 8] [--repeats 2]
+    cotrain bench train [--samples 320] [--batch 8] [--repeats 2]
 
 Builds the demo recipe's data and tiny model, encodes the first ``--samples`` samples of epoch 0
 once (data loading is not timed), then times forward + backward + AdamW step over all of them in
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:

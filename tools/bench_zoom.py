@@ -17,15 +17,14 @@ Subcommands:
   shows the overview plus the evidence windows (the oracle chain, the zoom the training data teaches),
   against the whole image at native resolution; checks that every crop is given at native resolution.
 
-``python tools/bench_zoom.py read [--size 20000] [--window 1024]``
-``python tools/bench_zoom.py tokens [--max-pixels 1003520] [--token-budget 4096]``
+``cotrain bench zoom read [--size 20000] [--window 1024]``
+``cotrain bench zoom tokens [--max-pixels 1003520] [--token-budget 4096]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -124,8 +123,7 @@ def _rss_peak() -> int:
 def _child(route: str, path: Path, x0: int, y0: int, window: int, repeats: int, save: Path) -> dict:
     cmd = [sys.executable, __file__, "_measure", "--route", route, "--path", str(path), "--x0", str(x0),
            "--y0", str(y0), "--window", str(window), "--repeats", str(repeats), "--save", str(save)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("MEASURE ")]
     if res.returncode != 0 or not line:
         raise SystemExit(f"{route} measurement failed:\n{res.stdout}\n{res.stderr}")
@@ -166,7 +164,8 @@ def cmd_read(args) -> None:
 def cmd_tokens(args) -> None:
     """Visual tokens per question: zoom chain (overview + the evidence windows at native resolution) vs full resolution."""
     from cotrain.data.synthetic import ensure_demo_data
-    from cotrain.inference.base import GenerationResponse, PixelLimits
+    from cotrain.inference.base import GenerationResponse
+    from cotrain.resolution import PixelLimits
     from cotrain.model.families import get_family
     from zoom_chain.controller import ChainConfig, Question, ZoomChain, image_tokens
     from zoom_chain.evaluate import load_items, oracle_windows

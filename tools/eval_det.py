@@ -1,8 +1,4 @@
-#!/usr/bin/env python
-"""Shim for ``cotrain eval-det`` (detection/cli.py)."""
-import sys
-
-from detection.cli import main
-
-if __name__ == "__main__":
-    sys.exit(main())
+"""Shim for ``cotrain eval-det``."""
+from cotrain.cli import run
+if __name__ == "__main__":  # (a spawned worker re-imports this file; it must not rerun the command)
+    run("eval-det")

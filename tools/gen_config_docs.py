@@ -11,10 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from cotrain.config import DatasetConfig, iter_fields
 
-from cotrain.config import DatasetConfig, iter_fields  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "docs" / "config.md"
 

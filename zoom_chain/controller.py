@@ -34,7 +34,8 @@ from PIL import Image
 
 from cotrain.boxes import BoxCodec
 from cotrain.errors import ConfigError
-from cotrain.inference.base import GenerationRequest, PixelLimits, SamplingParams, resized_size
+from cotrain.inference.base import GenerationRequest, SamplingParams
+from cotrain.resolution import PixelLimits, resized_size
 from cotrain.resolution import ImageSizeError
 from zoom_chain import protocol as P
 

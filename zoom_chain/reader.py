@@ -13,7 +13,7 @@ Owns the decoding of large rasters and nothing else. Three routes serve reads (`
   decoded once per ``UHRImage`` (cached for later windows) with PIL's decompression-bomb guard
   raised to ``PIL_MAX_PIXELS``; larger files must be converted to a tiled TIFF first.
 
-Pixels handed out are always 8-bit RGB, as training sees them (``cotrain.data.dataset.open_image``):
+Pixels handed out are always 8-bit RGB, as training sees them (``cotrain.images.open_image``):
 8-bit data is used as is; 16-bit, 32-bit and float bands get training's 2-98 percentile stretch,
 computed over the pixels being returned (the window, or the overview), i.e. exactly what
 ``open_image`` gives for a file holding that crop. One band becomes grey RGB; two bands (grey +
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from cotrain.data.dataset import stretch_to_8bit
+from cotrain.images import HIGH_BIT_MODES, pixel_limit, stretch_to_8bit
 from cotrain.errors import CotrainError
 from cotrain.resolution import MAX_ASPECT_RATIO, ImageSizeError, smart_resize
 
@@ -56,8 +55,6 @@ STRIP_BAND_BYTES = 32 << 20
 
 GEO_TAGS = (33550, 33922, 34264, 34735)
 """ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory: any one makes a GeoTIFF."""
-
-_PIL_GUARD_LOCK = threading.Lock()
 
 
 class ZoomInputError(CotrainError):
@@ -303,8 +300,6 @@ class _PilSource:
 
     def array(self) -> np.ndarray:
         if self._arr is None:
-            from cotrain.data.dataset import HIGH_BIT_MODES
-
             try:
                 self.im.load()
                 if self.im.mode in HIGH_BIT_MODES:
@@ -561,16 +556,8 @@ def _open_tiff(path: str, reader: str | None) -> UHRImage:
 
 def _open_pil(path: str) -> UHRImage:
     try:
-        with _PIL_GUARD_LOCK:
-            # PIL's guard is a process-wide setting: raise it only for this open, then restore it.
-            old = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = PIL_MAX_PIXELS
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    im = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = old
+        with pixel_limit(PIL_MAX_PIXELS):
+            im = Image.open(path)
     except Image.DecompressionBombError:
         raise _fail(path, f"has more than {PIL_MAX_PIXELS} pixels, the limit for PNG/JPEG (decoded whole)",
                     "convert it to a tiled TIFF (e.g. tifffile.imwrite(..., tile=(512, 512)))") from None

@@ -41,7 +41,7 @@ from PIL import Image
 from cotrain.errors import ConfigError
 from cotrain.files import atomic_path
 from cotrain.geometry.quads import NINTHS, box_to_quad, ninth_box, quad_to_hbb
-from cotrain.inference.base import PixelLimits, resized_size
+from cotrain.resolution import PixelLimits, resized_size
 from cotrain.model.families import FamilySpec, get_family
 from cotrain.records import validate_record
 from cotrain.resolution import ImageSizeError

@@ -18,6 +18,7 @@ from typing import Sequence
 from PIL import Image, UnidentifiedImageError
 
 from cotrain.errors import CotrainError, RecordError
+from cotrain.images import pixel_limit
 from cotrain.geometry.quads import order_quad
 from cotrain.records import BOX_TOLERANCE_PX, validate_record
 
@@ -100,17 +101,14 @@ def image_size(path: str | Path) -> tuple[int, int]:
                            reason="image_missing")
     # Remote-sensing scenes (DOTA reaches 20000x20000) exceed PIL's decompression-bomb guard, which
     # fires in open(); reading the header decodes nothing, so the guard is lifted for this call only.
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with pixel_limit(None), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # header quirks (EXIF, TIFF tags) do not matter for a size
             with Image.open(path) as img:
                 return int(img.width), int(img.height)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ConvertError(f"{path}: not a readable image ({exc}). Replace the file or drop the annotation",
                            reason="image_unreadable") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
 
 
 def find_image(stem: str, dirs: Sequence[str | Path], exts: Sequence[str]) -> Path | None:

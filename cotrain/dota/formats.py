@@ -222,7 +222,7 @@ def _task1_files(directory: Path, classes: Sequence[str] | None) -> list[tuple[s
     if unknown:
         raise DotaFormatError(f"result files with detections of classes {unknown} that are not in the class list "
                               f"{list(classes)}. Pass the class list of the dataset these results belong to "
-                              "(tools/eval_det.py: --classes).", path=directory)
+                              "(`cotrain eval-det`: --classes).", path=directory)
     # A class with no file has no detections (the DOTA server accepts missing files the same way).
     return [(c, found[c]) for c in classes if c in found]
 

@@ -42,6 +42,7 @@ from PIL import Image
 from cotrain.dota.formats import DotaFormatError, write_labeltxt
 from cotrain.dota.types import GT, Det, Detections
 from cotrain.errors import ConfigError
+from cotrain.images import pixel_limit
 from cotrain.geometry.iou import iou_matrix, min_area_rect
 from cotrain.geometry.quads import order_quad
 
@@ -163,14 +164,11 @@ def split_image(image_path: str | Path, out_dir: str | Path, gts: Sequence[GT], 
     label_dir.mkdir(parents=True, exist_ok=True)
     # DOTA scenes reach 20000x20000 px, beyond PIL's decompression-bomb guard; the user named this
     # file explicitly, so the guard is lifted for this one open and restored right after.
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        with Image.open(image_path) as img:
+        with pixel_limit(None), Image.open(image_path) as img:
             img.load()
     except OSError as exc:
         raise ConfigError(f"{image_path}: cannot open image ({exc}). Check the path and the file.") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
     patches = split_annotations(image_id, img.width, img.height, gts, patch=patch, gap=gap, iof_thr=iof_thr)
     for p in patches:
         canvas = Image.new(img.mode, (p.w, p.h), 0)

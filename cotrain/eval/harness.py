@@ -39,7 +39,8 @@ from cotrain.eval.registry import TASK_METRIC, Benchmark
 from cotrain.eval.scoring import score_sample, summarise
 from cotrain.eval.summary import report_markdown
 from cotrain.files import write_json_atomic, write_jsonl_atomic
-from cotrain.inference.base import GenerationRequest, PixelLimits, SamplingParams
+from cotrain.inference.base import GenerationRequest, SamplingParams
+from cotrain.resolution import PixelLimits
 from cotrain.tasks.base import user_text
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
                               f"likelihood, which the {backend.name} backend does not provide; use --backend hf")
     if not Path(bench.records).is_file():
         raise ConfigError(f"benchmark {bench.name!r}: records file {bench.records} does not exist"
-                          + (" (make the demo data with: python tools/make_demo_data.py)" if "demo" in bench.source
+                          + (" (make the demo data with: cotrain make-demo-data)" if "demo" in bench.source
                              or "make_demo_data" in bench.source else ""))
     o = bench.options
     base = backend.limits

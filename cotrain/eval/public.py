@@ -12,7 +12,7 @@ Splits and conventions (paths relative to ``--data-root``):
 
 * Scene folders without an official split (``aid``, ``ucm``, ``nwpu_resisc45``, ``whu_rs19``): the
   TEST part of the seeded per-class split ``ratios=(0.8, 0.1, 0.1), seed=0`` of
-  ``cotrain.converters.scenes`` -- the same draw ``tools/convert_scenes.py --ratios 0.8,0.1,0.1
+  ``cotrain.converters.scenes`` -- the same draw ```cotrain convert scenes` --ratios 0.8,0.1,0.1
   --seed 0`` makes (the project default), so a model trained on that train part never sees these
   images. Papers use other ratios (AID 50/50 or 20/80, NWPU 20/80 or 10/90, UCM 80/20); numbers
   are therefore comparable across cotrain runs, not to a paper's table.

@@ -1,10 +1,10 @@
 """Benchmarks: records + task + metric + prompt options, found by name or read from a file.
 
-A :class:`Benchmark` is what ``tools/eval.py --bench`` runs: a canonical records file (DESIGN
+A :class:`Benchmark` is what ```cotrain eval` --bench`` runs: a canonical records file (DESIGN
 section 4) and its image root, the metric family that scores it, and the options that shape its
 prompts exactly like training (box format, prompt style, class list, pixel limits). Three sources:
 
-- ``demo`` names: the synthetic splits ``tools/make_demo_data.py`` writes (``demo`` = all of them);
+- ``demo`` names: the synthetic splits ``cotrain make-demo-data`` writes (``demo`` = all of them);
 - public RS benchmarks by their standard files (``cotrain.eval.public``): converted once to
   canonical records under a cache directory, then run like any other;
 - a YAML file: one benchmark mapping or ``{benchmarks: [...]}``, keys as :class:`Benchmark`'s fields.
@@ -88,7 +88,7 @@ DEMO_SPLITS = {
     # image <-> caption retrieval by caption likelihood: images x captions forward passes, so a subset
     "syn_retrieval": ("syn_cap_rgb", "captioning", {"metric": "retrieval", "max_samples": 40}),
 }
-"""The synthetic demo splits (``tools/make_demo_data.py``), evaluated on their ``test`` split by default."""
+"""The synthetic demo splits (``cotrain make-demo-data``), evaluated on their ``test`` split by default."""
 
 
 def demo_benchmark(name: str, data_root: str | Path, split: str = "test") -> Benchmark:
@@ -99,7 +99,7 @@ def demo_benchmark(name: str, data_root: str | Path, split: str = "test") -> Ben
     root = Path(data_root)
     return Benchmark(name=name, records=str(root / "records" / f"{stem}_{split}.jsonl"), image_root=str(root),
                      task=task, metric=metric, options=options, description=f"synthetic demo {task} ({split} split)",
-                     source="tools/make_demo_data.py")
+                     source="`cotrain make-demo-data`")
 
 
 def _from_mapping(d: dict, base: Path, where: str) -> Benchmark:

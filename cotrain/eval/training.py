@@ -1,4 +1,4 @@
-"""Evaluation inside a training run, through the same harness as ``tools/eval.py``.
+"""Evaluation inside a training run, through the same harness as ``cotrain eval``.
 
 ``benchmarks_for`` turns the recipe's ``data.eval_datasets`` into benchmarks (with the training
 class lists, pixel limits and prompt options, so prompts are the ones the model trains on);
@@ -16,7 +16,7 @@ from pathlib import Path
 from cotrain.eval.harness import EvalOptions, evaluate, read_rows
 from cotrain.eval.registry import TASK_METRIC, Benchmark
 from cotrain.eval.summary import LOGGED_KEYS
-from cotrain.inference.base import PixelLimits
+from cotrain.resolution import PixelLimits
 
 log = logging.getLogger(__name__)
 

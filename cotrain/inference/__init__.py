@@ -1,11 +1,12 @@
 """Inference backends behind one interface: ``generate(requests) -> responses``.
 
-``base`` defines the plain-data request/response types and the single source of image sizes;
+``base`` defines the plain-data request/response types (image sizes come from ``cotrain.resolution``);
 ``hf`` runs transformers ``generate`` anywhere; ``vllm`` runs vLLM on a GPU machine.
 """
 
-from cotrain.inference.base import (Backend, GenerationRequest, GenerationResponse, PixelLimits, SamplingParams,
-                                    load_request_images, override_limits, resized_size)
+from cotrain.inference.base import (Backend, GenerationRequest, GenerationResponse, SamplingParams,
+                                    load_request_images, override_limits)
+from cotrain.resolution import PixelLimits, resized_size
 
 BACKENDS = ("hf", "vllm")
 

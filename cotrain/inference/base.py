@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from cotrain.errors import BadRecordError, ConfigError
-from cotrain.resolution import smart_resize
+from cotrain.resolution import PixelLimits
 
 
 @dataclass(frozen=True)
@@ -53,30 +53,6 @@ class SamplingParams:
         return self.temperature == 0
 
 
-@dataclass(frozen=True)
-class PixelLimits:
-    """Pixel budget per image: the single source of image sizes for every backend."""
-
-    min_pixels: int
-    max_pixels: int
-    factor: int
-    """Resize factor of the model family (patch * merge: 28 for Qwen2/2.5-VL, 32 for Qwen3-VL)."""
-
-    def __post_init__(self):
-        if not 0 < self.min_pixels <= self.max_pixels:
-            raise ConfigError(f"pixel limits need 0 < min_pixels <= max_pixels, got {self.min_pixels}, "
-                              f"{self.max_pixels}; fix --min-pixels / --max-pixels or the benchmark's options")
-
-    @classmethod
-    def of_processor(cls, processor, family) -> PixelLimits:
-        """The limits a checkpoint's image processor carries (cotrain saves the training budget there)."""
-        ip = processor.image_processor
-        size = getattr(ip, "size", None) or {}
-        lo = size.get("shortest_edge", getattr(ip, "min_pixels", None))
-        hi = size.get("longest_edge", getattr(ip, "max_pixels", None))
-        return cls(int(lo or family.default_min_pixels), int(hi or family.default_max_pixels), family.factor)
-
-
 def limits_in_directory(path: str | Path, family) -> PixelLimits | None:
     """Pixel limits recorded in a directory's processor files (a checkpoint or a LoRA adapter dir), if any."""
     p = Path(path)
@@ -100,12 +76,6 @@ def override_limits(backend, min_pixels: int | None = None, max_pixels: int | No
     """Replace the pixel budget a backend read from its checkpoint (``--min-pixels`` / ``--max-pixels``)."""
     base = backend.limits
     backend.limits = PixelLimits(min_pixels or base.min_pixels, max_pixels or base.max_pixels, base.factor)
-
-
-def resized_size(width: int, height: int, limits: PixelLimits) -> tuple[int, int]:
-    """(h, w) an image of ``width`` x ``height`` is given to the model at (``smart_resize``)."""
-    return tuple(smart_resize(int(height), int(width), factor=limits.factor, min_pixels=limits.min_pixels,
-                              max_pixels=limits.max_pixels))
 
 
 @dataclass
@@ -174,7 +144,7 @@ def load_request_images(request: GenerationRequest) -> list[Image.Image]:
     target size (``open_image``: same resampling as training); an in-memory image is resized the
     same way when its size differs.
     """
-    from cotrain.data.dataset import open_image
+    from cotrain.images import open_image
 
     out = []
     for img in request.images:

@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cotrain.errors import BadRecordError
-from cotrain.inference.base import (GenerationRequest, GenerationResponse, PixelLimits, load_request_images,
-                                    request_error)
+from cotrain.inference.base import (GenerationRequest, GenerationResponse, load_request_images, request_error)
+from cotrain.resolution import PixelLimits
 
 log = logging.getLogger(__name__)
 

@@ -49,8 +49,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from cotrain.errors import BadRecordError, ModelLoadError
-from cotrain.inference.base import (GenerationRequest, GenerationResponse, PixelLimits, SamplingParams,
-                                    load_request_images, request_error)
+from cotrain.inference.base import (GenerationRequest, GenerationResponse, SamplingParams, load_request_images,
+                                    request_error)
+from cotrain.resolution import PixelLimits
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from cotrain.boxes import (
     NONE_ANSWER,
     BoxCodec,
     format_detection_answer,
-    parse_detection_answer,
 )
 from cotrain.errors import ConfigError
 from cotrain.geometry.quads import (
@@ -242,30 +241,14 @@ def test_detection_answer_order_and_text():
     assert text.splitlines() == ["[160, 10, 180, 30] car", "[20, 60, 40, 80] car", "[100, 60, 120, 80] car",
                                  "[20, 20, 40, 40] ship"]
     assert format_detection_answer(list(reversed(OBJECTS)), "hbb", BoxCodec("abs"), (100, 100), (200, 200)) == text
-    assert parse_detection_answer(text, "hbb")[0] == ([160, 10, 180, 30], "car")
 
 
 def test_detection_answer_empty_and_json():
     codec = BoxCodec("norm1000")
     assert format_detection_answer([], "quad", codec, (100, 100), (56, 56)) == NONE_ANSWER
-    assert parse_detection_answer(NONE_ANSWER, "quad") == []
     assert format_detection_answer([], "quad", codec, (100, 100), (56, 56), style="json") == "```json\n[]\n```"
     text = format_detection_answer(OBJECTS, "quad", codec, (100, 100), (56, 56), style="json")
     assert text.startswith("```json\n[") and '"quad bbox": [800, 50, 900, 50, 900, 150, 800, 150]' in text
-    parsed = parse_detection_answer(text, "quad")
-    assert [label for _, label in parsed] == ["car", "car", "car", "ship"]
-    assert parsed[0][0] == [800, 50, 900, 50, 900, 150, 800, 150]
-
-
-def test_detection_parse_survives_cut_off_json():
-    # Generation stopped before the closing bracket: the complete objects are still recovered.
-    text = '```json\n[\n\t{"bbox_2d": [1, 2, 3, 4], "label": "storage tank"},\n\t{"bbox_2d": [5, 6, 7, 8], "lab'
-    assert parse_detection_answer(text, "hbb") == [([1, 2, 3, 4], "storage tank")]
-
-
-def test_detection_parse_plain_box_without_label():
-    # Looks like JSON (a list of numbers) but is a plain box line.
-    assert parse_detection_answer("[1, 2, 3, 4]", "hbb") == [([1, 2, 3, 4], "")]
 
 
 # ---------------------------------------------------------------- point kind ----
@@ -299,7 +282,6 @@ def test_points_in_a_detection_answer():
     objects = [{"label": "car", "point": [10, 90]}, {"label": "car", "point": [50, 10]}]
     text = format_detection_answer(objects, "point", BoxCodec("abs"), (100, 100), (200, 200))
     assert text == "[100, 20] car\n[20, 180] car"  # top-most first within a class
-    assert parse_detection_answer(text, "point") == [([100, 20], "car"), ([20, 180], "car")]
 
 
 # ---------------------------------------------------------------- round-trip properties ----
@@ -470,7 +452,7 @@ def test_every_public_function_returning_quads_uses_the_vertex_rule():
                    box_to_quad({"hbb": hbb}), obb_to_quad(quad_to_obb(bow_tie)),
                    codec_abs.render({"quad": bow_tie}, (100, 100), (56, 56), "quad"),
                    codec_norm.render({"quad": bow_tie}, (100, 100), (56, 56), "quad"),
-                   codec_abs.parse(text, "quad"), parse_detection_answer(text, "quad")[0][0],
+                   codec_abs.parse(text, "quad"),
                    codec_abs.to_original(ints, "quad", (100, 100), (56, 56))["quad"],
                    codec_norm.to_original(codec_norm.render({"quad": q}, (100, 100), (56, 56), "obb"), "obb",
                                           (100, 100), (56, 56))["quad"]]

@@ -428,3 +428,36 @@ def test_responses_file_without_codec_takes_original_pixels(tmp_path):
     path.write_text(json.dumps({"id": "a", "response": "[1, 2, 11, 12] plane"}) + "\n", encoding="utf-8")
     dets, summary = parse_responses_file(path, classes=DOTA)
     assert dets["a"][0].quad.tolist() == hbb_quad(1, 2, 11, 12) and summary.bad_lines == 0
+
+
+# ------------------------------------------------------------- answers the task builders write
+
+CODEC_OBJECTS = [
+    {"label": "ship", "hbb": [10, 10, 20, 20]},
+    {"label": "car", "hbb": [50, 30, 60, 40]},
+    {"label": "car", "hbb": [10, 30, 20, 40]},
+    {"label": "car", "quad": [80, 5, 90, 5, 90, 15, 80, 15]},
+]
+
+
+@pytest.mark.parametrize("convention, kind, style", [("abs", "hbb", "plain"), ("norm1000", "quad", "json"),
+                                                     ("abs", "quad", "plain"), ("norm1000", "hbb", "json")])
+def test_codec_written_answers_parse_back_to_the_objects(convention, kind, style):
+    """format_detection_answer (training targets) -> parse_response: every object, in original pixels."""
+    codec = BoxCodec(convention)
+    text = format_detection_answer(CODEC_OBJECTS, kind, codec, (100, 100), (200, 200), style=style)
+    got = parse_response(text, kind=kind, codec=codec, orig_wh=(100, 100), resized_wh=(200, 200),
+                         classes=["car", "ship"])
+    assert [d.label for d in got.objects] == ["car", "car", "car", "ship"]  # class, then top-most, then left-most
+    want = [hbb_quad(80, 5, 90, 15), hbb_quad(10, 30, 20, 40), hbb_quad(50, 30, 60, 40), hbb_quad(10, 10, 20, 20)]
+    for d, w in zip(got.objects, want):
+        assert sorted(map(tuple, np.asarray(d.quad).reshape(4, 2).round(6).tolist())) == \
+            sorted(map(tuple, np.asarray(w, dtype=float).reshape(4, 2).tolist()))
+    assert parse_response(format_detection_answer([], kind, codec, (100, 100), (200, 200), style=style),
+                          kind=kind, codec=codec, orig_wh=(100, 100), resized_wh=(200, 200)).objects == []
+
+
+def test_cut_off_json_keeps_the_complete_objects():
+    text = '```json\n[\n\t{"bbox_2d": [1, 2, 3, 4], "label": "storage tank"},\n\t{"bbox_2d": [5, 6, 7, 8], "lab'
+    got = parse_response(text, kind="hbb", codec=BoxCodec("abs"), orig_wh=(10, 10), resized_wh=(10, 10))
+    assert quads(got) == [("storage-tank", hbb_quad(1, 2, 3, 4))]  # the label canonical (DOTA name)

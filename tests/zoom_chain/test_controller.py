@@ -9,7 +9,8 @@ from PIL import Image
 
 from cotrain.boxes import BoxCodec
 from cotrain.errors import ConfigError
-from cotrain.inference.base import GenerationResponse, PixelLimits
+from cotrain.inference.base import GenerationResponse
+from cotrain.resolution import PixelLimits
 from cotrain.model.families import get_family
 from zoom_chain import protocol as P
 from zoom_chain.controller import ChainConfig, Question, ZoomChain, image_tokens

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from cotrain.inference.base import GenerationResponse, PixelLimits
+from cotrain.inference.base import GenerationResponse
+from cotrain.resolution import PixelLimits
 from cotrain.model.families import get_family
 from zoom_chain import protocol as P
 from zoom_chain.evaluate import evaluate_zoom, load_items
@@ -112,14 +113,8 @@ def test_bad_question_files(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_model_chain_end_to_end_through_the_cli(data, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
     from cotrain.model.tiny import create_tiny_checkpoint
-
-    spec = importlib.util.spec_from_file_location("zoom_cli", Path(__file__).resolve().parents[2] / "tools" / "zoom.py")
-    zoom_cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(zoom_cli)
+    from zoom_chain.cli import zoom as zoom_cli
 
     ckpt = create_tiny_checkpoint(tmp_path / "ckpt", "qwen2_5_vl", seed=0, hidden_size=64)
     rc = zoom_cli.main(["--image", str(data["dir"] / "a.tif"), "--question", "How many ships?", "--model", str(ckpt),

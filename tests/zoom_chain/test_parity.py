@@ -6,7 +6,8 @@ import pytest
 from cotrain.config import DataConfig, DatasetConfig
 from cotrain.data.dataset import LoadedDataset, SampleBuilder
 from cotrain.data.synthetic import generate_demo_data
-from cotrain.inference.base import GenerationResponse, PixelLimits, load_request_images
+from cotrain.inference.base import GenerationResponse, load_request_images
+from cotrain.resolution import PixelLimits
 from cotrain.model.families import get_family
 from cotrain.records import read_records
 from zoom_chain.controller import ChainConfig, Question, ZoomChain

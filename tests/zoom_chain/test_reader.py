@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cotrain.data.dataset import open_image
+from cotrain.images import open_image
 from zoom_chain.reader import ZoomInputError, open_uhr
 
 

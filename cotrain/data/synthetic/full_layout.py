@@ -37,7 +37,7 @@ def link_full_layout(synthetic_root: str | Path, out: str | Path) -> Path:
     dst = Path(out)
     if not (src / "records").is_dir() or not (src / "images").is_dir():
         raise ConfigError(f"{src} is not a synthetic data root (no records/ and images/); generate it first with "
-                          "python tools/make_demo_data.py --out DIR")
+                          "cotrain make-demo-data --out DIR")
     (dst / "records").mkdir(parents=True, exist_ok=True)
     images = dst / "images"
     if images.is_symlink() or not images.exists():

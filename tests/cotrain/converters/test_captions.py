@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -102,12 +101,14 @@ def test_on_bad_raise_stops_at_first_bad_entry(tmp_path):
 
 
 def test_captions_cli(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import convert_captions as cli
+    from cotrain.cli.convert import main as convert_main
+
+    def cli_main(argv):
+        return convert_main(["captions", *argv])
 
     src = _rsicd(tmp_path)
     out = tmp_path / "cli.jsonl"
-    assert cli.main([str(src), str(out), "--image-root", str(tmp_path / "RSICD_images"), "--split", "train"]) == 0
+    assert cli_main([str(src), str(out), "--image-root", str(tmp_path / "RSICD_images"), "--split", "train"]) == 0
     assert [r["id"] for r in read_records(out)] == ["airport_1.jpg"]
     assert "skipped" in capsys.readouterr().out
 
@@ -192,12 +193,14 @@ def test_fusion_folder_layout(tmp_path):
 
 
 def test_fusion_cli(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import convert_fusionrs as cli
+    from cotrain.cli.convert import main as convert_main
+
+    def cli_main(argv):
+        return convert_main(["fusionrs", *argv])
 
     src = _triplets(tmp_path)
     out = tmp_path / "cli.jsonl"
-    assert cli.main([str(src), str(out), "--kinds", "rgb"]) == 0
+    assert cli_main([str(src), str(out), "--kinds", "rgb"]) == 0
     assert {r["id"] for r in read_records(out)} == {"0001#rgb", "0002#rgb", "0003#rgb"}
-    assert cli.main([str(src), str(out), "--on-bad", "raise"]) == 2
+    assert cli_main([str(src), str(out), "--on-bad", "raise"]) == 2
     capsys.readouterr()

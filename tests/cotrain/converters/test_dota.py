@@ -160,13 +160,13 @@ def test_patch_split_follows_devkit_rules(tmp_path):
 def test_cli_prints_report_and_registry_lists_dota(dota, tmp_path):
     assert CONVERTERS["dota"] is convert_dota
     out = tmp_path / "cli.jsonl"
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_dota.py"), "--labels", str(dota / "labelTxt"),
+    r = subprocess.run([sys.executable, "-m", "cotrain", "convert", "dota", "--labels", str(dota / "labelTxt"),
                         "--images", str(dota / "images"), "--out", str(out)], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "wrote 2 records" in r.stdout and "skipped 1 x image_missing" in r.stdout
     assert len(out.read_text().splitlines()) == 2
-    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_dota.py"), "--labels", str(tmp_path / "no"),
+    bad = subprocess.run([sys.executable, "-m", "cotrain", "convert", "dota", "--labels", str(tmp_path / "no"),
                           "--images", str(dota / "images"), "--out", str(out)], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "not a directory" in bad.stderr

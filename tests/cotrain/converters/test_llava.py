@@ -7,7 +7,6 @@ rotated boxes, computed with shapely's rotation as an independent route.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -161,14 +160,16 @@ def test_sharegpt_variants_system_turn_repeated_ids_multi_image(tmp_path):
 def test_bad_options_and_cli(tmp_path, capsys):
     with pytest.raises(ConvertError, match="box_convention"):
         _run(tmp_path, [], "pixels")
-    sys.path.insert(0, str(ROOT / "tools"))
-    import convert_llava as cli
+    from cotrain.cli.convert import main as convert_main
+
+    def cli_main(argv):
+        return convert_main(["llava", *argv])
 
     _run(tmp_path, [{"id": "c", "image": "a.png", "conversations": _conv("Where?", "{<0><0><50><50>}")}])
     out = tmp_path / "cli.jsonl"
-    assert cli.main([str(tmp_path / "conv.json"), str(out), "--image-root", str(tmp_path / "images"),
+    assert cli_main([str(tmp_path / "conv.json"), str(out), "--image-root", str(tmp_path / "images"),
                      "--box-convention", "geochat"]) == 0
     (rec,) = read_records(out)
     assert rec["boxes"] == [{"hbb": [0, 0, 100, 50]}]
-    assert cli.main([str(tmp_path / "missing.json"), str(out), "--image-root", "."]) == 2
+    assert cli_main([str(tmp_path / "missing.json"), str(out), "--image-root", "."]) == 2
     capsys.readouterr()

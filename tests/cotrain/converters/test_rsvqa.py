@@ -123,7 +123,7 @@ def test_broken_json_and_raise_mode(lr, tmp_path):
 
 def test_cli(lr, tmp_path):
     assert CONVERTERS["rsvqa"] is convert_rsvqa
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_rsvqa.py"), "--json-dir", str(lr),
+    r = subprocess.run([sys.executable, "-m", "cotrain", "convert", "rsvqa", "--json-dir", str(lr),
                         "--images", str(lr / "Images_LR"), "--out", str(tmp_path / "c.jsonl")],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr

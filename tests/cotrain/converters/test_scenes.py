@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -148,12 +147,14 @@ def test_bad_options(tmp_path):
 
 
 def test_cli_writes_all_splits(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import convert_scenes as cli
+    from cotrain.cli.convert import main as convert_main
+
+    def cli_main(argv):
+        return convert_main(["scenes", *argv])
 
     _scene_set(tmp_path / "ucm", {"forest": 4, "river": 4}, size=(16, 16))
     pattern = str(tmp_path / "ucm_{split}.jsonl")
-    assert cli.main([str(tmp_path / "ucm"), pattern, "--split", "all", "--ratios", "0.5,0.25,0.25"]) == 0
+    assert cli_main([str(tmp_path / "ucm"), pattern, "--split", "all", "--ratios", "0.5,0.25,0.25"]) == 0
     total = 0
     for s in ("train", "val", "test"):
         lines = (tmp_path / f"ucm_{s}.jsonl").read_text().splitlines()
@@ -161,4 +162,4 @@ def test_cli_writes_all_splits(tmp_path, capsys):
         for line in lines:
             validate_record(json.loads(line))
     assert total == 8 and "wrote" in capsys.readouterr().out
-    assert cli.main([str(tmp_path / "nope"), str(tmp_path / "x.jsonl")]) == 2
+    assert cli_main([str(tmp_path / "nope"), str(tmp_path / "x.jsonl")]) == 2

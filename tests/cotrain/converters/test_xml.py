@@ -156,13 +156,13 @@ def test_rsvg_split_indices_count_objects_over_sorted_files(rsvg, tmp_path):
 
 def test_xml_clis(rsvg, dior, tmp_path):
     assert CONVERTERS["rsvg"] is convert_rsvg and CONVERTERS["dior_r"] is convert_dior_r
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_rsvg.py"), "--annotations",
+    r = subprocess.run([sys.executable, "-m", "cotrain", "convert", "rsvg", "--annotations",
                         str(rsvg / "Annotations"), "--images", str(rsvg / "JPEGImages"), "--out",
                         str(tmp_path / "g.jsonl")], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "wrote 3 records" in r.stdout and "ignored 1 x no_description" in r.stdout
     root, ann = dior
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_dior_r.py"), "--annotations", str(ann),
+    r = subprocess.run([sys.executable, "-m", "cotrain", "convert", "dior_r", "--annotations", str(ann),
                         "--images", str(root / "JPEGImages-trainval"), str(root / "JPEGImages-test"),
                         "--out", str(tmp_path / "d.jsonl"), "--on-bad", "raise"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -12,7 +12,8 @@ from cotrain.data.synthetic import generate_demo_data
 from cotrain.errors import ConfigError, RecordError
 from cotrain.eval.harness import EvalOptions, evaluate, run_benchmark
 from cotrain.eval.registry import Benchmark, load_benchmark_file, resolve_benchmarks
-from cotrain.inference.base import GenerationResponse, PixelLimits, load_request_images
+from cotrain.inference.base import GenerationResponse, load_request_images
+from cotrain.resolution import PixelLimits
 from cotrain.model.families import get_family
 from cotrain.records import read_records
 

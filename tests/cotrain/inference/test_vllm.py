@@ -30,7 +30,8 @@ from cotrain.data.encoder import ChatEncoder
 from cotrain.errors import BadRecordError, ModelLoadError
 from cotrain.inference import load_backend
 from cotrain.inference import vllm as vb
-from cotrain.inference.base import GenerationRequest, PixelLimits, SamplingParams
+from cotrain.inference.base import GenerationRequest, SamplingParams
+from cotrain.resolution import PixelLimits
 from cotrain.model.families import get_family
 from cotrain.model.processor import build_offline_processor
 from cotrain.model.tiny import build_tiny_model, create_tiny_checkpoint

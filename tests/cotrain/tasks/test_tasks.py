@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from cotrain.boxes import BoxCodec, parse_detection_answer
+from cotrain.boxes import BoxCodec
 from cotrain.errors import ConfigError, RecordError
 from cotrain.geometry.quads import hbb_to_quad
 from cotrain.records import TASKS, validate_record
@@ -85,10 +85,17 @@ def test_structure_and_answer_of_every_task(task, box_format, prompt_style):
         corners = back["hbb"] if "hbb" in back else back["quad"]
         assert abs(min(corners[0::2]) - 100) <= 2.5 and abs(max(corners[1::2]) - 250) <= 2.5
     elif task == "detection":
-        parsed = parse_detection_answer(answer, box_format)
-        assert [lab for _, lab in parsed] == ["car", "car", "ship"]
+        from detection.parse import parse_response  # the parser evaluation uses reads what training writes
+
+        parsed = parse_response(answer, kind=box_format, codec=codec, orig_wh=(1000, 500), resized_wh=(448, 224),
+                                classes=["car", "ship"])
+        assert [d.label for d in parsed.objects] == ["car", "car", "ship"]
         # Within a class, top-most first: the car at y=20 precedes the one at y=400.
-        assert parsed[0][0] == codec.render(r["objects"][2], (1000, 500), (448, 224), box_format)
+        first = codec.to_original(codec.render(r["objects"][2], (1000, 500), (448, 224), box_format), box_format,
+                                  (1000, 500), (448, 224))
+        corners = first["hbb"] if "hbb" in first else first["quad"]
+        assert abs(float(parsed.objects[0].quad[0::2].min()) - min(corners[0::2])) < 1e-6
+        assert abs(float(parsed.objects[0].quad[1::2].min()) - min(corners[1::2])) < 1e-6
         assert conv.target["objects"] == r["objects"]
         assert ("```json" in answer) == (prompt_style == "json")
     elif task == "captioning":
