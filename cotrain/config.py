@@ -393,6 +393,19 @@ def _suggest(name: str, valid: list[str]) -> str:
     return f"{hint} Valid keys: {', '.join(valid)}."
 
 
+def bind_dataclass(cls: type, raw: dict, prefix: str = "") -> Any:
+    """``cls(**raw)`` with every value checked against its annotation and unknown keys refused with the
+    closest valid key: the one path recipes and benchmark options share (``prefix`` names the section)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of {_type_name(cls)} fields, got {raw!r}")
+    return _bind(cls, raw, prefix)
+
+
+def suggest_key(name: str, valid: list[str]) -> str:
+    """`` Did you mean 'x'? Valid keys: ...`` for an unknown key (empty hint when nothing is close)."""
+    return _suggest(name, valid)
+
+
 def _bind(cls: type, raw: dict, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     from cotrain.dota.formats import write_task1_dir
-    from detection.records import gts_from_records, oracle_responses, simulate_detector
+    from detection.records import gts_from_records, oracle_responses
+    from detection.synthetic import simulate_detector
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

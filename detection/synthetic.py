@@ -1,15 +1,19 @@
-"""Synthetic DOTA-like ground truth and detector output for metric tests and the APnc benchmark.
+"""Synthetic detection data: a simulated scored detector, and DOTA-like ground truth for the benchmark.
 
-This module owns ``make_synthetic_dota``: rotated objects in 1024 x 1024 patches with a crowded
-tail (a few images hold hundreds of objects, as small-vehicle patches do), and detections made
-from them the way a detector errs: jittered copies of most GT (true positives, sometimes with the
-wrong class or a duplicate), misses, and random false positives with lower scores. It must not
-compute metrics or IoU; every random choice comes from one ``numpy.random.default_rng((seed, ...))``.
+``simulate_detector`` is the one model of how a detector errs, used by the detection demo
+(``cotrain make-demo-detections``) and by ``make_synthetic_dota``: jittered copies of most GT (true
+positives, sometimes with the wrong class or found twice), misses, and random false positives with
+lower scores, every choice seeded by (seed, image id). ``make_synthetic_dota`` adds rotated
+objects in 1024 x 1024 patches with a crowded tail (a few images hold hundreds of objects, as
+small-vehicle patches do) and shuffles each image's emitted order. This module must not compute
+metrics or IoU.
 
 At ``n_images=21046`` (DOTA-v1.0 trainval patches) it gives about 270k GT and 300k detections.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -36,10 +40,9 @@ def make_synthetic_dota(n_images: int, seed: int, *, classes=DOTA_V1_CLASSES, me
     """(detections, ground truth) for ``n_images`` images ``P00000``, ``P00001``, ...
 
     Objects per image follow a geometric law with mean ``mean_objects`` (the crowded tail); each
-    image draws its objects from up to 3 classes. A GT is detected with probability ``recall``
-    (jittered box, score ~ Beta(5, 2)); detections also include duplicates, wrong-class copies and
-    ``fp_per_image`` random boxes on average (score ~ Beta(2, 5)). Detections of an image come in a
-    shuffled emitted order.
+    image draws its objects from up to 3 classes. Detections come from ``simulate_detector`` (recall,
+    duplicates, wrong classes, ``fp_per_image`` false positives on average) in a shuffled emitted
+    order per image.
     """
     rng = np.random.default_rng((seed, n_images))
     n_cls = len(classes)
@@ -55,43 +58,54 @@ def make_synthetic_dota(n_images: int, seed: int, *, classes=DOTA_V1_CLASSES, me
     theta = rng.uniform(-np.pi / 2, np.pi / 2, size=n)
     difficult = (rng.random(n) < difficult_rate).astype(int)
 
-    # Detections: jittered copies of found GT (a few found twice), then random false positives.
-    found = np.flatnonzero(rng.random(n) < recall)
-    twice = found[rng.random(len(found)) < duplicate_rate]
-    src = np.concatenate([found, twice])
-    k = len(src)
-    d_img = img[src]
-    d_label = label[src].copy()
-    swap = rng.random(k) < wrong_class_rate
-    d_label[swap] = rng.integers(0, n_cls, size=int(swap.sum()))
-    d_w = w[src] * rng.normal(1.0, 0.1, size=k)
-    d_h = h[src] * rng.normal(1.0, 0.1, size=k)
-    d_cx = cx[src] + rng.normal(0.0, 0.08, size=k) * w[src]
-    d_cy = cy[src] + rng.normal(0.0, 0.08, size=k) * h[src]
-    d_theta = theta[src] + rng.normal(0.0, 0.08, size=k)
-    d_score = rng.beta(5, 2, size=k)
-    n_fp = rng.poisson(fp_per_image, size=n_images)
-    f_img = np.repeat(np.arange(n_images), n_fp)
-    m = len(f_img)
-    f_label = image_classes[f_img, rng.integers(0, 3, size=m)]
-    f_w = sizes[f_label] * rng.lognormal(0.0, 0.3, size=m)
-    det_img = np.concatenate([d_img, f_img])
-    det_label = np.concatenate([d_label, f_label])
-    det_quad = np.concatenate([
-        _corners(d_cx, d_cy, np.abs(d_w), np.abs(d_h), d_theta),
-        _corners(*rng.uniform(0, image_size, size=(2, m)), f_w, f_w * rng.uniform(0.3, 1.0, size=m),
-                 rng.uniform(-np.pi / 2, np.pi / 2, size=m)),
-    ])
-    det_score = np.concatenate([d_score, rng.beta(2, 5, size=m)])
-    # Shuffled emitted order inside each image: sort by (image, random key).
-    order = np.lexsort((rng.random(len(det_img)), det_img))
-
     names = [f"P{i:05d}" for i in range(n_images)]
     gt_quad = _corners(cx, cy, w, h, theta)
     gts: GroundTruth = {name: [] for name in names}
     for i in range(n):
         gts[names[img[i]]].append(GT(classes[label[i]], gt_quad[i], int(difficult[i])))
-    dets: Detections = {name: [] for name in names}
-    for i in order:
-        dets[names[det_img[i]]].append(Det(classes[det_label[i]], det_quad[i], float(det_score[i])))
+    dets = simulate_detector(gts, list(classes), dict.fromkeys(names, (image_size, image_size)), seed=seed,
+                             recall=recall, fp_per_image=fp_per_image, jitter=0.08, confusion=wrong_class_rate,
+                             duplicate_rate=duplicate_rate)
+    for name in names:  # shuffled emitted order inside each image (APnc ranks by it)
+        dets[name] = [dets[name][k] for k in rng.permutation(len(dets[name]))]
     return dets, gts
+
+
+def _rng(seed: int, image_id: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+
+
+def simulate_detector(gts: GroundTruth, classes: list[str], image_sizes: dict[str, tuple[int, int]], *,
+                      seed: int = 0, recall: float = 0.85, fp_per_image: float = 1.0, jitter: float = 0.08,
+                      confusion: float = 0.05, duplicate_rate: float = 0.0) -> Detections:
+    """A scored detector output: each GT found with probability ``recall`` (jittered by ``jitter`` of its
+    size, score ~ Beta(5, 2)), sometimes with the wrong class (``confusion``) and, with probability
+    ``duplicate_rate``, found twice; plus Poisson(``fp_per_image``) false positives per image with
+    score ~ Beta(2, 5). Deterministic in (seed, image id): an image's output does not depend on the
+    other images."""
+    out: Detections = {}
+    for image_id in sorted(gts):
+        rng = _rng(seed, image_id)
+        dets: list[Det] = []
+        for g in gts[image_id]:
+            if rng.random() >= recall:
+                continue
+            q = g.quad.reshape(4, 2)
+            size = np.ptp(q, axis=0)
+            shift = rng.normal(0.0, jitter, size=2) * size
+            scale = 1.0 + rng.normal(0.0, jitter)
+            centre = q.mean(axis=0)
+            quad = ((q - centre) * scale + centre + shift).reshape(-1)
+            label = g.label if rng.random() >= confusion else classes[int(rng.integers(len(classes)))]
+            dets.append(Det(label, quad, float(rng.beta(5, 2))))
+            if duplicate_rate and rng.random() < duplicate_rate:  # no draw at rate 0: demo outputs unchanged
+                dup = (q - centre) * (1.0 + rng.normal(0.0, jitter)) + centre + rng.normal(0.0, jitter, size=2) * size
+                dets.append(Det(label, dup.reshape(-1), float(rng.beta(5, 2))))
+        w, h = image_sizes[image_id]
+        for _ in range(int(rng.poisson(fp_per_image))):
+            bw, bh = rng.uniform(8, 60, size=2)
+            x, y = rng.uniform(0, max(1.0, w - bw)), rng.uniform(0, max(1.0, h - bh))
+            quad = np.array([x, y, x + bw, y, x + bw, y + bh, x, y + bh])
+            dets.append(Det(classes[int(rng.integers(len(classes)))], quad, float(rng.beta(2, 5))))
+        out[image_id] = dets
+    return out

@@ -50,23 +50,26 @@ def _dota(p):
                                    keep_empty=not a.drop_empty, on_bad=a.on_bad)
 
 
-def _dior_r(p):
+def _xml_folders(p, *, several_image_dirs: bool, image_root_help: str, split_help: str) -> None:
+    """The arguments the per-image-XML formats (DIOR-R, DIOR-RSVG) share."""
     p.add_argument("--annotations", required=True, help="folder of per-image XML files")
-    p.add_argument("--images", required=True, nargs="+", help="image folder(s), searched in order")
+    p.add_argument("--images", required=True, nargs="+" if several_image_dirs else None,
+                   help="image folder(s), searched in order" if several_image_dirs else "image folder")
     p.add_argument("--out", required=True, help="output records JSONL")
-    p.add_argument("--image-root", help="root the record image paths are relative to (default: parent of the "
-                   "first image folder)")
-    p.add_argument("--split", help="optional id-list file, e.g. ImageSets/Main/test.txt")
+    p.add_argument("--image-root", help=f"root the record image paths are relative to (default: {image_root_help})")
+    p.add_argument("--split", help=split_help)
+
+
+def _dior_r(p):
+    _xml_folders(p, several_image_dirs=True, image_root_help="parent of the first image folder",
+                 split_help="optional id-list file, e.g. ImageSets/Main/test.txt")
     return lambda a: run_converter(CONVERTERS["dior_r"], a.annotations, a.images, a.out, image_root=a.image_root,
                                    split=a.split, on_bad=a.on_bad)
 
 
 def _rsvg(p):
-    p.add_argument("--annotations", required=True, help="folder of per-image XML files")
-    p.add_argument("--images", required=True, help="image folder")
-    p.add_argument("--out", required=True, help="output records JSONL")
-    p.add_argument("--image-root", help="root the record image paths are relative to (default: --images)")
-    p.add_argument("--split", help="optional split file of object indices (train.txt / val.txt / test.txt)")
+    _xml_folders(p, several_image_dirs=False, image_root_help="--images",
+                 split_help="optional split file of object indices (train.txt / val.txt / test.txt)")
     return lambda a: run_converter(CONVERTERS["rsvg"], a.annotations, a.images, a.out, image_root=a.image_root,
                                    split=a.split, on_bad=a.on_bad)
 

@@ -22,6 +22,7 @@ from typing import Callable
 
 import yaml
 
+from cotrain.config import bind_dataclass, suggest_key
 from cotrain.errors import ConfigError
 
 METRICS = ("classification", "vqa", "mcq", "grounding", "captioning", "detection", "retrieval", "mixed")
@@ -32,8 +33,57 @@ TASK_METRIC = {"classification": "classification", "vqa": "vqa", "zoom_vqa": "vq
                "grounding": "grounding", "captioning": "captioning", "detection": "detection", "mixed": "mixed"}
 """Default metric of each record task."""
 
-OPTION_KEYS = ("box_format", "prompt_style", "classes", "min_pixels", "max_pixels", "max_new_tokens", "lenient",
-               "iou_thresholds", "max_samples", "split", "captions_per_image")
+
+
+@dataclass
+class BenchmarkOptions:
+    """Prompt and scoring options of a benchmark, typed; bound by ``cotrain.config.bind_dataclass``.
+
+    A benchmark keeps only the options it was given (``Benchmark.options`` is that mapping, with
+    checked values), so a default here never hides the scorer's own default.
+    """
+
+    box_format: str | None = None
+    """Box format of prompts and answers: hbb, obb or quad (grounding and detection)."""
+    prompt_style: str | None = None
+    """plain or json answers."""
+    classes: list[str] | None = None
+    """Class list shown in classification / detection prompts (default: the records' own)."""
+    min_pixels: int | None = None
+    """Override the checkpoint's lower pixel budget per image."""
+    max_pixels: int | None = None
+    """Override the checkpoint's upper pixel budget per image."""
+    max_new_tokens: int | None = None
+    """Generation length cap."""
+    lenient: bool = False
+    """Classification "contains" match (reported as lenient)."""
+    iou_thresholds: list[float] | None = None
+    """Grounding Acc@IoU thresholds (default 0.5, 0.7, 0.9)."""
+    max_samples: int | None = None
+    """Score at most this many records."""
+    split: str | None = None
+    """Split of a public benchmark's standard files."""
+    captions_per_image: int | None = None
+    """Retrieval: captions per image (several captions handled as one image's)."""
+
+    def __post_init__(self):
+        if self.box_format not in (None, "hbb", "obb", "quad"):
+            raise ConfigError(f"box_format={self.box_format!r}; use hbb, obb or quad")
+        if self.prompt_style not in (None, "plain", "json"):
+            raise ConfigError(f"prompt_style={self.prompt_style!r}; use plain or json")
+        for name in ("min_pixels", "max_pixels", "max_new_tokens", "max_samples", "captions_per_image"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}={value}; it must be >= 1")
+
+
+OPTION_KEYS = tuple(f.name for f in dataclasses.fields(BenchmarkOptions))
+
+
+def bind_options(raw: dict, where: str) -> dict:
+    """Check benchmark options through the config machinery; the given keys with checked values."""
+    bound = bind_dataclass(BenchmarkOptions, dict(raw), where)
+    return {k: getattr(bound, k) for k in raw}
 
 
 @dataclass
@@ -66,11 +116,7 @@ class Benchmark:
             self.metric = TASK_METRIC[self.task]
         if self.metric not in METRICS:
             raise ConfigError(f"benchmark {self.name!r}: metric {self.metric!r} is not one of {METRICS}")
-        unknown = sorted(set(self.options) - set(OPTION_KEYS))
-        if unknown:
-            hint = difflib.get_close_matches(unknown[0], OPTION_KEYS, n=1)
-            raise ConfigError(f"benchmark {self.name!r}: unknown option {unknown[0]!r}"
-                              f"{f'; did you mean {hint[0]!r}?' if hint else ''} (options: {', '.join(OPTION_KEYS)})")
+        self.options = bind_options(self.options, f"benchmark {self.name!r} options")
 
 
 DEMO_SPLITS = {
@@ -113,8 +159,7 @@ def _from_mapping(d: dict, base: Path, where: str) -> Benchmark:
             options[k] = d.pop(k)  # options may sit at the top level of the mapping
     unknown = sorted(set(d) - names)
     if unknown:
-        hint = difflib.get_close_matches(unknown[0], sorted(names | set(OPTION_KEYS)), n=1)
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}{f'; did you mean {hint[0]!r}?' if hint else ''}")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}.{suggest_key(unknown[0], sorted(names | set(OPTION_KEYS)))}")
     missing = [k for k in ("name", "records", "task") if k not in d]
     if missing:
         raise ConfigError(f"{where}: benchmark is missing {missing}; a benchmark needs name, records, task "

@@ -420,3 +420,19 @@ def test_synthetic_dota_is_deterministic_and_dota_shaped():
     # Full size (21,046 images) targets ~270k GT and ~300k detections: ~12.8 and ~14.3 per image.
     assert 9 < n_gt / 200 < 17 and 10 < n_det / 200 < 19
     assert max(map(len, g1.values())) > 40  # the crowded tail
+
+
+def test_simulated_detector_is_per_image_and_duplicates_only_when_asked():
+    from detection.synthetic import simulate_detector
+
+    _, gts = make_synthetic_dota(30, seed=2)
+    classes = ["plane", "ship", "small-vehicle"]
+    sizes = dict.fromkeys(gts, (1024, 1024))
+    full = simulate_detector(gts, classes, sizes, seed=4)
+    one = simulate_detector({"P00007": gts["P00007"]}, classes, {"P00007": (1024, 1024)}, seed=4)
+    assert [d.quad.tolist() for d in one["P00007"]] == [d.quad.tolist() for d in full["P00007"]]
+    no_fp = dict(recall=1.0, fp_per_image=0.0, confusion=0.0)
+    n_gt = sum(map(len, gts.values()))
+    assert sum(map(len, simulate_detector(gts, classes, sizes, seed=4, **no_fp).values())) == n_gt
+    twice = simulate_detector(gts, classes, sizes, seed=4, duplicate_rate=1.0, **no_fp)
+    assert sum(map(len, twice.values())) == 2 * n_gt

@@ -11,7 +11,8 @@ import pytest
 from cotrain.data.synthetic import generate_demo_data
 from cotrain.dota.formats import write_task1_dir
 from cotrain.dota.types import GT, Det
-from detection.records import gts_from_records, oracle_responses, simulate_detector
+from detection.records import gts_from_records, oracle_responses
+from detection.synthetic import simulate_detector
 from detection.report import compare_methods, table_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
