@@ -126,3 +126,15 @@ def resized_size(width: int, height: int, limits: PixelLimits) -> tuple[int, int
     """(h, w) an image of ``width`` x ``height`` is given to the model at (``smart_resize``)."""
     return tuple(smart_resize(int(height), int(width), factor=limits.factor, min_pixels=limits.min_pixels,
                               max_pixels=limits.max_pixels))
+
+
+def resized_wh_of(image: dict) -> tuple[int, int]:
+    """(width, height) an image entry is shown to the model at: ``"resized_wh": [w, h]``, or the
+    ``"resized": [h, w]`` of files written before the size order became [w, h] everywhere."""
+    if "resized_wh" in image:
+        w, h = image["resized_wh"]
+    elif "resized" in image:
+        h, w = image["resized"]
+    else:
+        raise KeyError("image entry has neither 'resized_wh' ([w, h]) nor the older 'resized' ([h, w])")
+    return int(w), int(h)

@@ -8,7 +8,8 @@ published comparison table. A thin shell over ``detection.evaluate.evaluate``.
         --out outputs/det_eval
 
 GT: a DOTA labelTxt directory or a canonical detection records JSONL. VLM responses: JSONL lines
-{"id", "response", "resized": [h, w], "orig_wh": [w, h]} (``cotrain predict`` writes them); boxes
+{"id", "response", "resized_wh": [w, h], "orig_wh": [w, h]} (``cotrain predict`` writes them; older files
+with "resized": [h, w] are read too); boxes
 are mapped back to original pixels with the family's box codec. Detectors: an mmrotate 1.x result
 pickle (*.pkl: unpickling runs code, so only pass files you trust) or a DOTA Task1 directory.
 """

@@ -22,6 +22,7 @@ from cotrain.boxes import BoxCodec
 from cotrain.dota.formats import read_labeltxt_dir, read_mmrotate_pickle, read_task1_dir
 from cotrain.dota.types import DOTA_V1_CLASSES, DOTA_V15_CLASSES, GT
 from cotrain.errors import CotrainError
+from cotrain.resolution import resized_wh_of
 from cotrain.geometry.quads import box_to_quad, enclosing_hbb
 from cotrain.model.families import get_family
 from detection.labels import LabelNormaliser
@@ -171,7 +172,7 @@ def summarise_responses(rows: list[dict], records: dict[int, dict], *, codec: Bo
         rec = records[r["index"]]
         rid = str(rec["id"])
         img = r["images"][0]
-        h, w = img["resized"]
+        w, h = resized_wh_of(img)  # cache rows of older runs carry "resized": [h, w]
         parsed = parse_response(r["response"], kind=box_format, codec=codec,
                                 orig_wh=(int(img["width"]), int(img["height"])), resized_wh=(w, h),
                                 normaliser=norm, drop_repeats=False)

@@ -440,7 +440,7 @@ def parse_response(text, *, kind: str = "auto", codec: BoxCodec | None = None, o
 def parse_responses_file(path, *, kind: str = "auto", codec: BoxCodec | None = None, classes=None,
                          synonyms: dict | None = None, fuzzy_cutoff: float | None = None, drop_repeats: bool = True,
                          image_sizes: dict | None = None, on_bad_line: str = "skip") -> tuple[Detections, ParseSummary]:
-    """Parse a responses JSONL file: one ``{"id", "response", "resized": [h, w] | "resized_wh": [w, h],
+    """Parse a responses JSONL file: one ``{"id", "response", "resized_wh": [w, h] (or the older "resized": [h, w]),
     "orig_wh"?: [w, h]}`` per line -> (image id -> detections, summed diagnostics).
 
     ``image_sizes`` (id -> original (width, height), e.g. from the GT) fills a missing ``orig_wh``.

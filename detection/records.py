@@ -43,5 +43,5 @@ def oracle_responses(records: dict[str, dict], kind: str = "quad") -> list[dict]
         img = rec["images"][0]
         wh = (int(img["width"]), int(img["height"]))
         text = format_detection_answer(rec["objects"], kind, codec, wh, wh)
-        rows.append({"id": rid, "response": text, "resized": [wh[1], wh[0]], "orig_wh": list(wh)})
+        rows.append({"id": rid, "response": text, "resized_wh": list(wh), "orig_wh": list(wh)})
     return rows

@@ -221,7 +221,7 @@ def bench_loader(n_images: int = 64, side: int = 1024, seed: int = 0, max_tokens
         same_tokens = all(int(x["input_ids"].numel()) == int(y["input_ids"].numel()) for x, y in zip(a, b))
 
         def estimate():
-            return [encoder.length_estimate(c, [tuple(img["resized"]) for img in c.images])
+            return [encoder.length_estimate(c, [(img["resized_wh"][1], img["resized_wh"][0]) for img in c.images])
                     for c in (builder.conversation(r, ld, 0, i) for i, r in enumerate(ld.records))]
 
         t0 = time.perf_counter(); est = estimate(); t_est = time.perf_counter() - t0

@@ -98,7 +98,8 @@ class Step:
     """The window read, [x0, y0, x1, y1) in original pixels."""
     box_map: list[list[float]] | None = None
     """Corners of that window in map coordinates (georeferenced images only)."""
-    crop_resized: list[int] | None = None
+    crop_resized_wh: list[int] | None = None
+    """[w, h] the crop is shown at."""
     """[h, w] the crop was given to the model at."""
     native: bool | None = None
     notes: list[str] = field(default_factory=list)
@@ -119,7 +120,8 @@ class ChainResult:
     full_resolution_tokens: int = 0
     """Visual tokens the whole image would take at native resolution (no pixel limit)."""
     image_size: list[int] | None = None
-    overview_resized: list[int] | None = None
+    overview_resized_wh: list[int] | None = None
+    """[w, h] the overview is shown at."""
     events: Counter = field(default_factory=Counter)
     error: str | None = None
     crops: list[Image.Image] = field(default_factory=list, repr=False)
@@ -129,7 +131,7 @@ class ChainResult:
         """JSON-able record of the chain (everything but pixels)."""
         return {"id": self.id, "image": self.image, "question": self.question, "answer": self.answer,
                 "status": self.status, "error": self.error, "image_size": self.image_size,
-                "overview_resized": self.overview_resized, "visual_tokens": self.visual_tokens,
+                "overview_resized_wh": self.overview_resized_wh, "visual_tokens": self.visual_tokens,
                 "full_resolution_tokens": self.full_resolution_tokens, "events": dict(self.events),
                 "steps": [vars(s) for s in self.steps]}
 
@@ -148,7 +150,7 @@ class _State:
         w, h = img.info.width, img.info.height
         ov_limits = PixelLimits(limits.min_pixels, overview_pixels, limits.factor)
         self.ov_resized = resized_size(w, h, ov_limits)
-        self.images = [{"pil": overview, "width": w, "height": h, "resized": list(self.ov_resized)}]
+        self.images = [{"pil": overview, "width": w, "height": h, "resized_wh": [self.ov_resized[1], self.ov_resized[0]]}]
         question = P.question_text(q.question, q.choices)
         text = P.first_text(question) if cfg.zoom else question
         self.messages = [{"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": text}]}]
@@ -158,7 +160,7 @@ class _State:
         self.stopped = False  # ANSWER_NOW sent: the next response is final
         self.done = False
         self.result = ChainResult(q.id, q.image, q.question, "", "answered", image_size=[w, h],
-                                  overview_resized=list(self.ov_resized), overview=overview,
+                                  overview_resized_wh=[self.ov_resized[1], self.ov_resized[0]], overview=overview,
                                   full_resolution_tokens=math.ceil(h / limits.factor) * math.ceil(w / limits.factor))
 
     def request(self, sampling: SamplingParams) -> GenerationRequest:
@@ -235,12 +237,12 @@ class ZoomChain:
                                        (s.ov_resized[1], s.ov_resized[0]), "hbb")
             response = P.tool_call_text(self.codec.format(values, "hbb"))
         s.add("assistant", {"type": "text", "text": response})
-        s.images.append({"pil": crop, "width": cw, "height": ch, "resized": [rh, rw]})
+        s.images.append({"pil": crop, "width": cw, "height": ch, "resized_wh": [rw, rh]})
         s.add("user", {"type": "image", "index": len(s.images) - 1}, {"type": "text", "text": P.crop_text(window, native)})
         s.tokens += image_tokens(rh, rw, f)
         s.result.crops.append(crop)
         if step is not None:
-            step.box_original, step.crop_resized, step.native = list(window), [rh, rw], native
+            step.box_original, step.crop_resized_wh, step.native = list(window), [rw, rh], native
             step.box_map = s.img.box_to_map(window)
         return True
 

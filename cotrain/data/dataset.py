@@ -126,6 +126,11 @@ def _check_task(ds: DatasetConfig, records) -> None:
                 "drop 'task' from the dataset entry", path=ds.records, record_id=rec.get("id"), field="task")
 
 
+def _hw(conv) -> list[tuple[int, int]]:
+    """(h, w) of each image of ``conv``, the order ``target_sizes`` and ``length_estimate`` use."""
+    return [(int(img["resized_wh"][1]), int(img["resized_wh"][0])) for img in conv.images]
+
+
 class SampleBuilder:
     """Builds one encoded sample from one record (training) or one prompt (inference)."""
 
@@ -178,10 +183,10 @@ class SampleBuilder:
             raise BadRecordError(f"{ds.name}: {e}", reason="bad_record", record_id=record.get("id")) from None
 
     def load_pixels(self, conv) -> list[Image.Image]:
-        """Decode each image of ``conv`` straight to its resized (h, w)."""
+        """Decode each image of ``conv`` straight to its resized (w, h)."""
         rid = conv.meta.get("id", "?")
         return [open_image(img["abs_path"], rid, expected_wh=(int(img["width"]), int(img["height"])),
-                           target_wh=(int(img["resized"][1]), int(img["resized"][0]))) for img in conv.images]
+                           target_wh=tuple(img["resized_wh"])) for img in conv.images]
 
     def build(self, record: dict, ld: LoadedDataset, epoch: int, index: int, *, prompt: bool = False) -> dict:
         """Encoded training sample (or generation prompt) of ``record``."""
@@ -191,7 +196,7 @@ class SampleBuilder:
         return self.encode(conv, ld, n_tokens=n_tokens)
 
     def _length(self, conv: Any) -> int:
-        return self.encoder.length_estimate(conv, [tuple(img["resized"]) for img in conv.images])
+        return self.encoder.length_estimate(conv, _hw(conv))
 
     def fitted_conversation(self, record: dict, ld: LoadedDataset, epoch: int, index: int,
                             max_rounds: int = 60) -> tuple[Any, int]:
@@ -214,7 +219,7 @@ class SampleBuilder:
         smallest = self.target_sizes(record, ld.cfg, epoch, index, shrink=0.0)  # every cap at min_pixels
         shrink = 1.0
         for _ in range(max_rounds):
-            sizes = [tuple(img["resized"]) for img in conv.images]
+            sizes = _hw(conv)
             if sizes == smallest:
                 break
             visual = sum(h * w // f2 for h, w in sizes)
@@ -223,13 +228,13 @@ class SampleBuilder:
                 break  # the text alone (with vision start/end tokens) does not fit: no size helps
             shrink *= min(room / visual, 0.999)
             smaller = self.conversation(record, ld, epoch, index, shrink=shrink)
-            if [tuple(img["resized"]) for img in smaller.images] == sizes:
+            if _hw(smaller) == sizes:
                 shrink *= 0.9  # flooring to the factor kept every size: push harder
                 continue
             conv, n = smaller, self._length(smaller)
             if n <= limit:
                 log.debug("record %r of %r downscaled to %s to fit max_length=%d", conv.meta.get("id"),
-                          ld.cfg.name, [img["resized"] for img in conv.images], limit)
+                          ld.cfg.name, [img["resized_wh"] for img in conv.images], limit)
                 return conv, n
         return conv, n
 

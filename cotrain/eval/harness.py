@@ -40,7 +40,7 @@ from cotrain.eval.scoring import score_sample, summarise
 from cotrain.eval.summary import report_markdown
 from cotrain.files import write_json_atomic, write_jsonl_atomic
 from cotrain.inference.base import GenerationRequest, SamplingParams
-from cotrain.resolution import PixelLimits
+from cotrain.resolution import PixelLimits, resized_wh_of
 from cotrain.tasks.base import user_text
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def _row(p: Prepared, index: int, record: dict, req: GenerationRequest, resp, co
     row = {"index": index, "id": str(record["id"]), "task": record["task"],
            "prompt": user_text(req), "response": resp.text, "finish_reason": resp.finish_reason,
            "prompt_tokens": resp.prompt_tokens, "generated_tokens": resp.generated_tokens,
-           "images": [{"width": int(i["width"]), "height": int(i["height"]), "resized": list(i["resized"])}
+           "images": [{"width": int(i["width"]), "height": int(i["height"]), "resized_wh": list(resized_wh_of(i))}
                       for i in req.images]}
     if resp.error:
         return {**row, **_error_row(index, record, resp.error)}
@@ -342,7 +342,7 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
 def predict(bench: Benchmark, backend, out_path: str | Path, opts: EvalOptions | None = None) -> int:
     """The harness without scoring: one response line per record of ``bench``, in record order.
 
-    Each line: ``{"id", "task", "prompt", "response", "resized": [h, w], "orig_wh": [w, h],
+    Each line: ``{"id", "task", "prompt", "response", "resized_wh": [w, h], "orig_wh": [w, h],
     "box_convention"}`` (sizes of the first image; "abs" or "norm1000"): what ``cotrain eval-det``
     needs to map boxes back to original pixels. Prompts are built as in training and as in
     ``run_benchmark``. Records that cannot be asked (bad image, ...) or get no answer are counted,
@@ -368,7 +368,7 @@ def predict(bench: Benchmark, backend, out_path: str | Path, opts: EvalOptions |
             continue
         img = conv.images[0]
         lines.append({"id": str(rec["id"]), "task": rec["task"], "prompt": user_text(conv), "response": resp.text,
-                      "resized": list(img["resized"]), "orig_wh": [img["width"], img["height"]],
+                      "resized_wh": list(resized_wh_of(img)), "orig_wh": [img["width"], img["height"]],
                       "box_convention": backend.family.box_convention})
     write_jsonl_atomic(out_path, lines)
     if skips:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from cotrain.boxes import BoxCodec
 from cotrain.errors import ConfigError
+from cotrain.resolution import resized_wh_of
 from cotrain.geometry.iou import box_iou
 from cotrain.geometry.quads import enclosing_hbb
 from cotrain.metrics.answers import (
@@ -77,7 +78,7 @@ def score_sample(metric: str, record: dict, response: str, *, images: list[dict]
     if metric == "grounding":
         target = record["target"]
         img = images[int(target.get("image", 0))]
-        h, w = img["resized"]
+        w, h = resized_wh_of(img)
         kind = "rotated" if "quad" in target or "obb" in target else "hbb"
         box_format = options.get("box_format", "quad")
         if box_format == "hbb" and kind == "rotated":

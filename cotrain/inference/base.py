@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from cotrain.errors import BadRecordError, ConfigError
-from cotrain.resolution import PixelLimits
+from cotrain.resolution import PixelLimits, resized_wh_of
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class GenerationRequest:
     """``[{"role": "system"|"user"|"assistant", "content": [parts]}]``; the last turn is the user's."""
     images: list[dict]
     """Per image: ``"abs_path"`` (file) or ``"pil"`` (in-memory ``PIL.Image``), ``"width"``,
-    ``"height"`` (original pixels) and ``"resized": [h, w]`` (what the model sees)."""
+    ``"height"`` (original pixels) and ``"resized_wh": [w, h]`` (what the model sees)."""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     meta: dict = field(default_factory=dict)
     """Free-form (dataset, task, ...); backends ignore it."""
@@ -148,7 +148,7 @@ def load_request_images(request: GenerationRequest) -> list[Image.Image]:
 
     out = []
     for img in request.images:
-        h, w = (int(v) for v in img["resized"])
+        w, h = resized_wh_of(img)
         if "pil" in img:
             im = img["pil"].convert("RGB")
             if im.size != (w, h):

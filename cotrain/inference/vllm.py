@@ -51,7 +51,7 @@ from typing import Any
 from cotrain.errors import BadRecordError, ModelLoadError
 from cotrain.inference.base import (GenerationRequest, GenerationResponse, SamplingParams, load_request_images,
                                     request_error)
-from cotrain.resolution import PixelLimits
+from cotrain.resolution import PixelLimits, resized_wh_of
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def build_vllm_inputs(request: GenerationRequest, encoder, limits: PixelLimits) 
         out["multi_modal_data"] = {"image": [pil[i] for i in order]}
     # The request's sizes may come from a benchmark's own limits, not the backend's: pin vLLM's
     # budget to the sizes actually sent (each is a multiple of the factor, so its resize is the identity).
-    areas = [int(img["resized"][0]) * int(img["resized"][1]) for img in request.images]
+    areas = [w * h for w, h in (resized_wh_of(img) for img in request.images)]
     lo = min([int(limits.min_pixels), *areas])
     hi = max([int(limits.max_pixels), *areas])
     out["mm_processor_kwargs"] = {"min_pixels": lo, "max_pixels": hi}

@@ -25,7 +25,7 @@ class Conversation:
     messages: list[dict]
     """Role-tagged messages; content parts are ``{"type": "image", "index": i}`` or ``{"type": "text", "text": s}``."""
     images: list[dict]
-    """The record's image entries plus ``"abs_path"`` (image_root/path) and ``"resized": [h, w]``."""
+    """The record's image entries plus ``"abs_path"`` (image_root/path) and ``"resized_wh": [w, h]``."""
     target: dict
     """Structured answer for metrics, e.g. ``{"label": "forest"}``; boxes in ORIGINAL pixels."""
     meta: dict
@@ -98,7 +98,7 @@ class BuildContext:
     def sizes(self, image: int = 0) -> tuple[tuple[int, int], tuple[int, int]]:
         """(original (w, h), resized (w, h)) of one image, in the codec's (width, height) order."""
         img = self.images[image]
-        rh, rw = img["resized"]
+        rw, rh = img["resized_wh"]
         return (img["width"], img["height"]), (rw, rh)
 
     # ---- boxes --------------------------------------------------------------------------------

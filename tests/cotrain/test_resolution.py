@@ -113,3 +113,14 @@ def test_random_resize_rejects_inverted_budget_and_bad_sizes():
         random_resize(100, 100, factor=28, min_pixels=2000, max_pixels=1000, rng=rng)
     with pytest.raises(ImageSizeError):
         random_resize(10, 3000, factor=28, min_pixels=784, max_pixels=10 * 784, rng=rng)
+
+
+def test_resized_wh_of_reads_both_size_orders():
+    """[w, h] everywhere now; files written before (``"resized": [h, w]``) still read the same."""
+    from cotrain.resolution import resized_wh_of
+
+    assert resized_wh_of({"resized_wh": [448, 224]}) == (448, 224)
+    assert resized_wh_of({"resized": [224, 448]}) == (448, 224)
+    assert resized_wh_of({"resized_wh": [448, 224], "resized": [1, 2]}) == (448, 224)  # the new field wins
+    with pytest.raises(KeyError, match="resized_wh"):
+        resized_wh_of({"width": 3})

@@ -167,3 +167,14 @@ def test_eval_det_refuses_bad_inputs(dota_gt, demo, tmp_path):
     assert r.returncode == 2 and "box convention 'norm1000'" in r.stderr
     r = _cli("--gt", dota_gt, "--vlm", f"x={resp}", "--family", "qwen2_vl", "--out", tmp_path / "ev")
     assert r.returncode == 0, r.stderr
+
+
+def test_package_exports_the_stable_functions():
+    import detection
+    from detection.evaluate import evaluate
+    from detection.metrics import apnc
+    from detection.parse import parse_response
+
+    assert (detection.parse_response, detection.apnc, detection.evaluate) == (parse_response, apnc, evaluate)
+    with pytest.raises(AttributeError):
+        detection.no_such_function  # noqa: B018

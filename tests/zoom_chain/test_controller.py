@@ -57,7 +57,7 @@ def call_for(req, window, family=FAMILY):
     """The tool call a perfect model writes for ``window`` (original pixels), in the overview frame."""
     ov = req.images[0]
     codec = BoxCodec.for_family(family)
-    values = codec.render({"hbb": window}, (ov["width"], ov["height"]), (ov["resized"][1], ov["resized"][0]), "hbb")
+    values = codec.render({"hbb": window}, (ov["width"], ov["height"]), tuple(ov["resized_wh"]), "hbb")
     return P.tool_call_text(codec.format(values, "hbb"))
 
 
@@ -65,7 +65,7 @@ def test_answer_at_once(big):
     be = Scripted(lambda r, k: "three ships")
     (res,) = ZoomChain(be).run([Question("q", big["path"], "How many ships?")])
     assert (res.status, res.answer, len(res.steps)) == ("answered", "three ships", 1)
-    h, w = res.overview_resized
+    w, h = res.overview_resized_wh
     assert res.visual_tokens == image_tokens(h, w, 28) and h * w <= be.limits.max_pixels
     text = be.requests[0][0].messages[0]["content"][1]["text"]
     assert text == P.first_text("How many ships?")
@@ -82,14 +82,14 @@ def test_one_zoom_gives_original_pixels_not_an_upsampled_overview(big):
     assert abs(x0 - window[0]) <= 12 and abs(y1 - window[3]) <= 12  # overview-frame rounding only
     second = be.requests[1][0]
     crop = second.images[1]
-    assert crop["resized"] == [y1 - y0, x1 - x0]  # 400 x 300 fits the budget: native size
+    assert crop["resized_wh"] == [x1 - x0, y1 - y0]  # 400 x 300 fits the budget: native size
     pixels = np.asarray(crop["pil"])
     assert np.array_equal(pixels, big["arr"][y0:y1, x0:x1])
     # what an upsampled overview of the same window would be: clearly different pixels
     ov = np.asarray(res.overview.resize((3000, 2000), Image.BICUBIC))[y0:y1, x0:x1]
     assert np.abs(ov.astype(int) - pixels.astype(int)).mean() > 20
     assert second.messages[-1]["content"][1]["text"] == P.crop_text(zoom.box_original, True)
-    assert res.visual_tokens == image_tokens(*res.overview_resized, 28) + image_tokens(y1 - y0, x1 - x0, 28)
+    assert res.visual_tokens == image_tokens(*res.overview_resized_wh[::-1], 28) + image_tokens(y1 - y0, x1 - x0, 28)
 
 
 def test_two_zooms_then_answer_and_step_limit(big):
@@ -123,7 +123,7 @@ def test_out_of_image_reversed_and_negative_boxes(big):
 
     def reply(r, k):
         ov = r.images[0]
-        h, w = ov["resized"]
+        w, h = ov["resized_wh"]
         if k == 0:  # reversed corners, partly outside (negative and beyond the right edge)
             return P.tool_call_text(codec.format([w + 40, h // 2, -10, h // 4], "hbb"))
         if k == 1:  # entirely outside the image
@@ -160,13 +160,13 @@ def test_token_budget_downscales_then_stops(big):
     limits = PixelLimits(3136, 200704, 28)
     probe = ZoomChain(Scripted(lambda r, k: "x", limits=limits),
                       ChainConfig(overview_max_pixels=200704)).run([Question("q", big["path"], "?")])[0]
-    budget = image_tokens(*probe.overview_resized, 28) + 120
+    budget = image_tokens(*probe.overview_resized_wh[::-1], 28) + 120
     be = Scripted(reply, limits=limits)
     cfg = ChainConfig(token_budget=budget, max_steps=10, overview_max_pixels=200704)
     (res,) = ZoomChain(be, cfg).run([Question("q", big["path"], "?")])
     first = res.steps[0]
     assert first.action == "zoom" and first.native is False  # 1400 x 1000 squeezed into what was left
-    h, w = first.crop_resized
+    w, h = first.crop_resized_wh
     assert image_tokens(h, w, 28) <= 120 and res.visual_tokens <= budget
     assert [s.action for s in res.steps][-2:] == ["stop", "answer"] and res.events["budget"] == 1
     assert res.answer == "ok"

@@ -63,7 +63,7 @@ class Oracleish:
                 ov = r.images[0]
                 codec = BoxCodec.for_family(FAMILY)
                 win = P.zoom_window([rec["regions"][0]["hbb"]], (ov["width"], ov["height"]))
-                values = codec.render({"hbb": win}, (ov["width"], ov["height"]), (ov["resized"][1], ov["resized"][0]), "hbb")
+                values = codec.render({"hbb": win}, (ov["width"], ov["height"]), tuple(ov["resized_wh"]), "hbb")
                 text = P.tool_call_text(codec.format(values, "hbb"))
             else:
                 text = "no"

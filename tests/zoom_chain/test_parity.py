@@ -80,4 +80,4 @@ def test_training_chain_equals_the_oracle_chain(chains):
             assert a.size == b.size
             diff = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
             assert diff.max() <= 1  # PNG round trip of identical arrays: exact; allow one grey level of resampling
-        assert [img["resized"] for img in conv.images] == [img["resized"] for img in req.images]
+        assert [img["resized_wh"] for img in conv.images] == [img["resized_wh"] for img in req.images]

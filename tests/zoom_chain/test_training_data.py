@@ -107,10 +107,10 @@ def test_overview_is_written_at_the_model_size_and_the_engine_keeps_it(demo):
         assert (ov["width"], ov["height"]) == _hf_size(w, h)
         assert Image.open(out / ov["path"]).size == _hf_size(w, h)
         conv = builder.conversation(rec, ld, 0, i)
-        assert conv.images[0]["resized"] == [ov["height"], ov["width"]]  # smart_resize is the identity on it
+        assert conv.images[0]["resized_wh"] == [ov["width"], ov["height"]]  # smart_resize is the identity on it
         for img, native in zip(conv.images[1:], rec["zoom_chain"]["native"]):
             rw, rh = _hf_size(img["width"], img["height"])
-            assert img["resized"] == [rh, rw]
+            assert img["resized_wh"] == [rw, rh]
             assert native == ((rw, rh) == (img["width"], img["height"]))
         if ov["path"] not in seen and len(seen) < 3:
             seen.add(ov["path"])

@@ -227,7 +227,7 @@ def test_downscale_fits_and_rerenders_the_box(long_grounding):
     big = ld.records[0]
     assert builder.target_sizes(big, ld.cfg, 0, 0) == [(1120, 2240)]  # it would not fit as is
     conv, n_tokens = builder.fitted_conversation(big, ld, 0, 0)
-    rh, rw = conv.images[0]["resized"]
+    rw, rh = conv.images[0]["resized_wh"]
     assert (rh, rw) != (1120, 2240) and rh % 28 == 0 and rw % 28 == 0
     assert abs(rw - 2 * rh) <= 28  # aspect kept up to one factor step
     # The answer's box is the record's box scaled to the NEW size (hand rule: x * rw / 2240, half up).
@@ -281,7 +281,7 @@ def test_downscale_shrinks_every_image_of_a_multi_image_record(tmp_path):
     ld = load_dataset(DatasetConfig(name="p", records=str(tmp_path / "p.jsonl"), image_root=str(tmp_path)))
     cfg = _length_cfg(too_long="downscale")
     conv, _ = _builder(cfg).fitted_conversation(ld.records[0], ld, 0, 0)
-    (ah, aw), (bh, bw) = (img["resized"] for img in conv.images)
+    (aw, ah), (bw, bh) = (img["resized_wh"] for img in conv.images)
     assert ah < 1120 and bh < 1120 and abs(ah - aw) <= 28 and abs(bh - 2 * bw) <= 28
     assert _builder(cfg).build(ld.records[0], ld, 0, 0)["input_ids"].numel() <= 600
 

@@ -112,7 +112,7 @@ def test_vqa_mcq_grounding_numbers(data_root, tmp_path):
     def box_answer(req):
         rec = grec[int(req.id)]
         x1, y1, x2, y2 = rec["target"]["hbb"] if "hbb" in rec["target"] else _hbb_of(rec["target"]["quad"])
-        h, w = req.images[0]["resized"]
+        w, h = req.images[0]["resized_wh"]
         sx, sy = w / req.images[0]["width"], h / req.images[0]["height"]
         return f"[{round(x1 * sx)}, {round(y1 * sy)}, {round(x2 * sx)}, {round(y2 * sy)}]"
 
@@ -125,7 +125,7 @@ def test_vqa_mcq_grounding_numbers(data_root, tmp_path):
     for r in rows:  # expected IoU by shapely, from the answer mapped back to original pixels by hand
         t = grec[r["index"]]["target"]
         img = r["images"][0]
-        sx, sy = img["resized"][1] / img["width"], img["resized"][0] / img["height"]
+        sx, sy = img["resized_wh"][0] / img["width"], img["resized_wh"][1] / img["height"]
         x1, y1, x2, y2 = (float(v) for v in r["response"].strip("[]").split(","))
         pred = box(x1 / sx, y1 / sy, x2 / sx, y2 / sy)
         # box_format hbb: a rotated target is scored as its enclosing axis-aligned box (what training teaches)
@@ -300,7 +300,7 @@ def test_vllm_inputs_cover_a_benchmark_budget_above_the_backends(data_root, tmp_
 
     p = prepare(bench, backend, EvalOptions(max_samples=2, progress=False))
     req, _ = build_request(p, 0, p.records[0])
-    h, w = req.images[0]["resized"]
+    w, h = req.images[0]["resized_wh"]
     assert h * w > backend.limits.max_pixels  # the request really is bigger than the backend's budget
     inputs = build_vllm_inputs(req, ChatEncoder(build_offline_processor("qwen2_5_vl"), fam), backend.limits)
     kw = inputs["mm_processor_kwargs"]

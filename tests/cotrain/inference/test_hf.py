@@ -35,7 +35,7 @@ def _request(rid, path, w, h, text, limits, max_new_tokens=6):
     rh, rw = resized_size(w, h, limits)
     return GenerationRequest(
         id=rid, messages=[{"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": text}]}],
-        images=[{"abs_path": str(path), "width": w, "height": h, "resized": [rh, rw]}],
+        images=[{"abs_path": str(path), "width": w, "height": h, "resized_wh": [rw, rh]}],
         sampling=SamplingParams(max_new_tokens=max_new_tokens))
 
 
@@ -93,7 +93,7 @@ def test_in_memory_image_matches_file(backend, tmp_path):
     from_file = _request("f", path, 84, 56, "describe", backend.limits)
     with Image.open(path) as im:
         mem = GenerationRequest(id="m", messages=from_file.messages,
-                                images=[{"pil": im.convert("RGB"), "width": 84, "height": 56, "resized": [56, 84]}],
+                                images=[{"pil": im.convert("RGB"), "width": 84, "height": 56, "resized_wh": [84, 56]}],
                                 sampling=from_file.sampling)
     a, b = backend.generate([from_file, mem])
     assert a.text == b.text and a.prompt_tokens == b.prompt_tokens
@@ -169,7 +169,7 @@ def test_predict_records_writes_responses_and_counts_skips(ckpt, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert n == 1 and [r["id"] for r in rows] == ["a"]  # the record without its image is skipped, not answered
     lim = PixelLimits(get_family("qwen2_5_vl").default_min_pixels, 256 * 28 * 28, 28)
-    assert rows[0]["resized"] == list(resized_size(120, 90, lim)) and rows[0]["orig_wh"] == [120, 90]
+    assert rows[0]["resized_wh"] == list(resized_size(120, 90, lim))[::-1] and rows[0]["orig_wh"] == [120, 90]
     assert rows[0]["box_convention"] == "abs"
 
 

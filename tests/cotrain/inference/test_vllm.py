@@ -58,7 +58,7 @@ def _limits(family: str) -> PixelLimits:
 def _image_entry(limits: PixelLimits, w: int, h: int, **src) -> dict:
     # target size from transformers' smart_resize, not from cotrain's
     rh, rw = hf_smart_resize(h, w, factor=limits.factor, min_pixels=limits.min_pixels, max_pixels=limits.max_pixels)
-    return {"width": w, "height": h, "resized": [rh, rw], **src}
+    return {"width": w, "height": h, "resized_wh": [rw, rh], **src}
 
 
 def _request(rid: str, images: list[dict], question: str, order: list[int] | None = None,
@@ -107,7 +107,7 @@ def test_inputs_match_hf_path_and_cannot_be_resized_again(family, tmp_path):
 
     # the pixels: at the request's resized size, in part order
     sent = out["multi_modal_data"]["image"]
-    expected_hw = [tuple(images[i]["resized"]) for i in (2, 0, 1)]
+    expected_hw = [tuple(images[i]["resized_wh"][::-1]) for i in (2, 0, 1)]
     assert [(im.height, im.width) for im in sent] == expected_hw
     assert all(im.mode == "RGB" for im in sent)
     assert out["mm_processor_kwargs"] == {"min_pixels": limits.min_pixels, "max_pixels": limits.max_pixels}

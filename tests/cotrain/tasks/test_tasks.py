@@ -67,7 +67,7 @@ def test_structure_and_answer_of_every_task(task, box_format, prompt_style):
     assert roles == ["user", "assistant"] * (len(roles) // 2) and roles
     first = conv.messages[0]["content"]
     assert first[0] == {"type": "image", "index": 0} and first[-1]["type"] == "text"
-    assert conv.images[0]["abs_path"] == "/data/rs/scenes/a.png" and conv.images[0]["resized"] == [224, 448]
+    assert conv.images[0]["abs_path"] == "/data/rs/scenes/a.png" and conv.images[0]["resized_wh"] == [448, 224]
     assert conv.meta["id"] == r["id"] and conv.meta["task"] == task and conv.meta["template"]
     answer, codec = final_answer(conv), BoxCodec("abs")
     if task == "classification":
