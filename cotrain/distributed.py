@@ -302,6 +302,16 @@ def install_vision_keepalive(model: Any) -> list | None:
 # ----------------------------------------------------------------------------- counters
 
 
+def close_process_group() -> None:
+    """Barrier, then destroy the process group, if one is up: gloo workers can abort at exit unless
+    every rank meets here first (shared/PLATFORM.md)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_counts(counter: dict[str, float]) -> dict[str, float]:
     """Per-key sums of ``counter`` over all ranks (identity without an initialised process group).
 

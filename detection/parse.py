@@ -42,6 +42,7 @@ from cotrain.boxes import NONE_ANSWER, VALUE_COUNTS, BoxCodec
 from cotrain.dota.types import Det, Detections
 from cotrain.errors import ConfigError, RecordError
 from cotrain.geometry.quads import hbb_to_quad, obb_to_quad, order_quad, polygon_area
+from cotrain.resolution import resized_wh_of
 from detection.json_repair import NUMBER_PATTERN, LenientJSON
 from detection.labels import LabelNormaliser, _compact
 
@@ -482,14 +483,14 @@ def parse_responses_file(path, *, kind: str = "auto", codec: BoxCodec | None = N
             orig = rec.get("orig_wh") or (image_sizes or {}).get(rid)
             resized = rec.get("resized_wh")
             if resized is None and isinstance(rec.get("resized"), (list, tuple)) and len(rec["resized"]) == 2:
-                resized = (rec["resized"][1], rec["resized"][0])  # "resized" is [height, width]
+                resized = resized_wh_of({"resized": rec["resized"]})  # the older [height, width] field
             try:
                 result = parse_response(rec["response"], kind=kind, codec=codec,
                                         orig_wh=None if orig is None else tuple(orig),
                                         resized_wh=None if resized is None else tuple(resized),
                                         drop_repeats=drop_repeats, normaliser=norm)
             except (ConfigError, TypeError) as e:
-                bad(lineno, f"{e}. Add 'orig_wh' [w, h] and 'resized' [h, w] to the line, or pass image_sizes.",
+                bad(lineno, f"{e}. Add 'orig_wh' [w, h] and 'resized_wh' [w, h] to the line, or pass image_sizes.",
                     rid, "orig_wh/resized")
                 continue
             if rid in dets:

@@ -149,18 +149,19 @@ class _State:
         self.q, self.img, self.cfg = q, img, cfg
         w, h = img.info.width, img.info.height
         ov_limits = PixelLimits(limits.min_pixels, overview_pixels, limits.factor)
-        self.ov_resized = resized_size(w, h, ov_limits)
-        self.images = [{"pil": overview, "width": w, "height": h, "resized_wh": [self.ov_resized[1], self.ov_resized[0]]}]
+        rh, rw = resized_size(w, h, ov_limits)
+        self.ov_resized_wh = (rw, rh)
+        self.images = [{"pil": overview, "width": w, "height": h, "resized_wh": [rw, rh]}]
         question = P.question_text(q.question, q.choices)
         text = P.first_text(question) if cfg.zoom else question
         self.messages = [{"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": text}]}]
-        self.tokens = image_tokens(*self.ov_resized, limits.factor)
+        self.tokens = image_tokens(rh, rw, limits.factor)
         self.zooms = 0
         self.retried = False
         self.stopped = False  # ANSWER_NOW sent: the next response is final
         self.done = False
         self.result = ChainResult(q.id, q.image, q.question, "", "answered", image_size=[w, h],
-                                  overview_resized_wh=[self.ov_resized[1], self.ov_resized[0]], overview=overview,
+                                  overview_resized_wh=[rw, rh], overview=overview,
                                   full_resolution_tokens=math.ceil(h / limits.factor) * math.ceil(w / limits.factor))
 
     def request(self, sampling: SamplingParams) -> GenerationRequest:
@@ -234,7 +235,7 @@ class ZoomChain:
         native = (rh, rw) == (ch, cw)
         if response is None:  # oracle / training-style call written by us
             values = self.codec.render({"hbb": window}, (s.img.info.width, s.img.info.height),
-                                       (s.ov_resized[1], s.ov_resized[0]), "hbb")
+                                       s.ov_resized_wh, "hbb")
             response = P.tool_call_text(self.codec.format(values, "hbb"))
         s.add("assistant", {"type": "text", "text": response})
         s.images.append({"pil": crop, "width": cw, "height": ch, "resized_wh": [rw, rh]})
@@ -268,7 +269,7 @@ class ZoomChain:
         if call.kind == "zoom":
             step.box_overview = call.values
             window, notes = P.overview_to_original(call.values, self.codec, (s.img.info.width, s.img.info.height),
-                                                   (s.ov_resized[1], s.ov_resized[0]))
+                                                   s.ov_resized_wh)
             step.notes = notes
             for n in notes:
                 s.result.events[n] += 1

@@ -101,11 +101,9 @@ def main(argv=None) -> int:
         return 2
     finally:
         try:
-            import torch.distributed as dist
+            from cotrain.distributed import close_process_group
 
-            if dist.is_available() and dist.is_initialized():
-                dist.barrier()
-                dist.destroy_process_group()
+            close_process_group()
         except Exception:  # noqa: BLE001 - never mask the real outcome at shutdown
             pass
     if rank == 0:

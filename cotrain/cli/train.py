@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except CotrainError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    _close_process_group()
+    from cotrain.distributed import close_process_group
+
+    close_process_group()
     s = result["summary"]
     if s is None:  # a rank > 0 under torchrun: rank 0 prints the summary
         return 0
@@ -57,12 +59,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<16} {m['task']:<14} {key} {m[key]:.3f}{extra}")
     print(f"report: {Path(cfg.train.output_dir) / 'report.md'}")
     return 0
-
-
-def _close_process_group() -> None:
-    # gloo workers can abort at exit unless every rank meets here first (shared/PLATFORM.md)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

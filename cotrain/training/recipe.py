@@ -114,9 +114,6 @@ def setup_model(cfg: RunConfig):
     torch.manual_seed(cfg.train.seed)
     model, processor, family = build_model(cfg)
     model = configure_training_model(model, family, cfg)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model: %s, %.2fM parameters, attention %s", family.name, n_params / 1e6,
-             getattr(model.config, "_attn_implementation", "?"))
     return model, processor, family
 
 
@@ -241,8 +238,10 @@ def run(cfg: RunConfig) -> dict:
     if resume is not None:
         log.info("resuming from %s", resume)
     model, processor, family = setup_model(cfg)
-    n_params = sum(p.numel() for p in model.parameters())
     train_ds, collate, unit = setup_train_dataset(cfg, train_sets, model, processor, family)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %s, %.2fM parameters, attention %s", family.name, n_params / 1e6,
+             getattr(model.config, "_attn_implementation", "?"))  # after packing may have chosen varlen sdpa
     args = training_arguments(cfg, out_dir)
     trainer = make_trainer(cfg, model, args, train_ds, collate, processor, family, eval_sets, out_dir, resume)
     log_data_plan(cfg, train_sets, train_ds, unit, args.world_size)

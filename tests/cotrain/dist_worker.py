@@ -105,7 +105,7 @@ def run_textonly(spec: dict) -> dict:
     from cotrain.config import ModelConfig, RunConfig, TinyModelConfig, TrainConfig
     from cotrain.data.encoder import ChatEncoder
     from cotrain.distributed import install_vision_keepalive, resolve_deepspeed_config
-    from cotrain.data.collate import make_collate
+    from cotrain.data.collate import make_collate, pad_id_of
     from cotrain.model.build import build_model
     from cotrain.training.trainer import CotrainTrainer
 
@@ -131,12 +131,10 @@ def run_textonly(spec: dict) -> dict:
         learning_rate=1e-3, lr_scheduler_type="constant", max_steps=spec["max_steps"], logging_steps=1,
         save_strategy="no", seed=0, use_cpu=True, dataloader_pin_memory=False, remove_unused_columns=False,
         report_to="none", disable_tqdm=True)
-    tok = processor.tokenizer
     if spec.get("hook", True):
         install_vision_keepalive(model)  # the wiring train.py needs under DeepSpeed (see the report)
     trainer = CotrainTrainer(model=model, args=args, train_dataset=data, run_cfg=cfg,
-                             data_collator=make_collate(tok.pad_token_id if tok.pad_token_id is not None
-                                                        else tok.eos_token_id))
+                             data_collator=make_collate(pad_id_of(processor)))
     trainer.train()
     return {"losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             "steps": trainer.state.global_step, "keepalive": stats,

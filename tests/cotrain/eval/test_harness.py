@@ -204,18 +204,17 @@ def test_benchmark_definitions_and_errors(data_root, tmp_path):
                      f"image_root: {data_root}, task: classification, lenient: true}}\n")
     (b,) = load_benchmark_file(suite)
     assert b.metric == "classification" and b.options == {"lenient": True}
-    suite.write_text("name: a\nrecords: r.jsonl\ntask: classification\nbox_fromat: hbb\n")
-    with pytest.raises(ConfigError, match="(?i)did you mean 'box_format'"):
-        load_benchmark_file(suite)
-    suite.write_text("name: a\nrecords: r.jsonl\ntask: classification\noptions: {max_new_tokenz: 8}\n")
-    with pytest.raises(ConfigError, match="(?i)unknown config key .*max_new_tokenz.*did you mean 'max_new_tokens'"):
-        load_benchmark_file(suite)
-    suite.write_text("name: a\nrecords: r.jsonl\ntask: classification\nmax_new_tokens: many\n")
-    with pytest.raises(ConfigError, match="max_new_tokens: expected an integer, got 'many'"):
-        load_benchmark_file(suite)
-    suite.write_text("name: a\nrecords: r.jsonl\ntask: grounding\nbox_format: rbox\n")
-    with pytest.raises(ConfigError, match="box_format='rbox'; use hbb, obb or quad"):
-        load_benchmark_file(suite)
+    bad_suites = [  # (the benchmark's task and extra line, what the error must say)
+        ("classification\nbox_fromat: hbb", "(?i)did you mean 'box_format'"),
+        ("classification\noptions: {max_new_tokenz: 8}",
+         "(?i)unknown config key .*max_new_tokenz.*did you mean 'max_new_tokens'"),
+        ("classification\nmax_new_tokens: many", "max_new_tokens: expected an integer, got 'many'"),
+        ("grounding\nbox_format: rbox", "box_format='rbox'; use hbb, obb or quad"),
+    ]
+    for tail, message in bad_suites:
+        suite.write_text(f"name: a\nrecords: r.jsonl\ntask: {tail}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_benchmark_file(suite)
     wrong_task = Benchmark(name="x", records=str(data_root / "records" / "syn_vqa_test.jsonl"),
                            image_root=str(data_root), task="classification")
     with pytest.raises(RecordError, match="task 'vqa' but dataset 'x' declares task 'classification'"):
