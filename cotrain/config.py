@@ -30,6 +30,10 @@ from cotrain.errors import ConfigError
 class SyntheticConfig:
     """Parameters of the built-in synthetic data, generated under ``data.data_root`` if missing."""
 
+    kind: str = "scenes"
+    """Which set: "scenes" (land-cover scenes with every task, the demo) or "localize" (large objects
+    on plain ground for grounding and detection: loc_grounding / loc_det; uses n_scenes as its image
+    count and ignores n_large and large_size)."""
     seed: int = 0
     """Seed of the generator; same seed, same images and records."""
     n_scenes: int = 1200
@@ -38,6 +42,11 @@ class SyntheticConfig:
     """Number of large (>= 8000 px) images for zoom questions."""
     large_size: int = 8192
     """Side of the large images in pixels."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("scenes", "localize"):
+            raise ConfigError(f"data.synthetic.kind={self.kind!r}; use scenes (the demo's land-cover scenes) "
+                              "or localize (large objects on plain ground: loc_grounding, loc_det)")
 
 
 @dataclass
@@ -143,8 +152,26 @@ class TinyModelConfig:
     """Text decoder layers."""
     vision_depth: int = 2
     """Vision transformer blocks."""
+    vision_width: int = 32
+    """Vision transformer width (a multiple of 4; 2 attention heads)."""
+    fourier_positions: bool = False
+    """qwen3_vl only: start the vision tower's learned position table from a 2-D Fourier basis instead of
+    noise, so patches know their place from step 0 (as in a trained checkpoint)."""
+    number_tokens: int = 0
+    """N > 10: the tiny tokenizer holds the whole numbers 10 .. N-1 as single tokens, so a box coordinate
+    is one token (0 = one token per digit, as Qwen's real tokenizers do). Tiny models only."""
     seed: int = 0
     """Seed of the random init."""
+
+    def __post_init__(self) -> None:
+        if self.number_tokens < 0 or 0 < self.number_tokens <= 10:
+            raise ConfigError(f"model.tiny.number_tokens={self.number_tokens}: use 0 (one token per digit) or "
+                              "N > 10 (the whole numbers 10 .. N-1 as single tokens)")
+        if self.fourier_positions and self.family != "qwen3_vl":
+            raise ConfigError(f"model.tiny.fourier_positions needs family qwen3_vl (the family whose vision tower "
+                              f"has a learned position table); got {self.family!r}")
+        if self.vision_width % 4 or self.vision_width < 8:
+            raise ConfigError(f"model.tiny.vision_width={self.vision_width} must be a multiple of 4 and >= 8")
 
 
 @dataclass

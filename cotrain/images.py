@@ -1,4 +1,4 @@
-"""Opening images: decode to 8-bit RGB as training sees them, the high-bit-depth stretch, the pixel guard.
+"""Opening record images: decode to 8-bit RGB at the model's size, as training and evaluation see them.
 
 Every place that decodes or measures an image goes through here:
 
@@ -6,13 +6,12 @@ Every place that decodes or measures an image goes through here:
   pixel is decoded, JPEGs decoded at a reduced scale when a smaller target is known, failures as
   ``BadRecordError`` with a reason (``image_missing``, ``image_size_mismatch``, ``image_too_large``,
   ``image_corrupt``);
-- ``stretch_to_8bit``: the 2-98 percentile stretch of 16-bit / 32-bit / float single-band images
-  (IR, SAR); the zoom reader applies the same rule to windows of large rasters;
-- ``pixel_limit``: PIL's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``) is process-wide, so
-  code that must open a very large image on purpose (a header read, a DOTA scene to split, the
-  zoom reader's PIL fallback) changes it only inside this context manager, under one lock, and it
-  is restored afterwards whatever happens. Training keeps PIL's default guard: a scene too large
-  to decode whole is a counted skip that names the zoom reader.
+- large TIFFs (more than ``OVERVIEW_RATIO`` times the target's pixels) are read through
+  ``cotrain.raster``'s overview (only tiles, box-averaged, never the whole image in memory) and kept
+  in a small per-process cache, so an 8192 px scene asked about 24 times is decoded once, and
+  training and evaluation see the same pixels;
+- the pixel guard and the high-bit-depth stretch live in ``cotrain.pixels``. Training keeps PIL's
+  default guard: a non-TIFF scene too large to decode whole is a counted skip.
 
 Must not resize for a model (``cotrain.resolution`` decides sizes) nor know records beyond an id.
 """
@@ -20,47 +19,62 @@ Must not resize for a model (``cotrain.resolution`` decides sizes) nor know reco
 from __future__ import annotations
 
 import threading
-import warnings
-from contextlib import contextmanager
+from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cotrain.errors import BadRecordError
+from cotrain.pixels import HIGH_BIT_MODES, stretch_to_8bit
 
-_GUARD_LOCK = threading.Lock()
-
-
-@contextmanager
-def pixel_limit(max_pixels: int | None) -> Iterator[None]:
-    """Within the block, PIL opens images up to ``max_pixels`` (None: no limit) without a bomb warning."""
-    with _GUARD_LOCK:
-        old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
+OVERVIEW_RATIO = 4
+"""A TIFF with more than this many times the target's pixels is read as a ``cotrain.raster`` overview
+(tile by tile, box-averaged, then bicubic to the target) instead of being decoded whole."""
+OVERVIEW_CACHE = 8
+"""Overviews kept per process (keyed by path, mtime, size and target): questions about one scene share it."""
+_OVERVIEWS: OrderedDict[tuple, Image.Image] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
 
 
-HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-"""PIL modes of 16-bit / 32-bit / float images (common for IR and SAR) that need a stretch, not a clip."""
+def _is_tiff(p: Path) -> bool:
+    with open(p, "rb") as f:
+        return f.read(4)[:2] in (b"II", b"MM")
 
 
-def stretch_to_8bit(im: Image.Image) -> Image.Image:
-    """2-98 percentile stretch of a high-bit-depth single-band image to 8 bits (a plain clip
-    turns most 16-bit IR images white and float images black)."""
-    a = np.asarray(im, dtype=np.float64)
-    finite = a[np.isfinite(a)]
-    lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-    if hi <= lo:
-        hi = lo + 1.0
-    out = np.clip((np.nan_to_num(a, nan=lo) - lo) / (hi - lo), 0.0, 1.0) * 255.0
-    return Image.fromarray(out.round().astype(np.uint8), mode="L")
+def _tiff_overview(p: Path, record_id: str, expected_wh, target_wh: tuple[int, int]) -> Image.Image | None:
+    """The overview of a large TIFF at ``target_wh`` (cached), or None when the TIFF is small enough to decode."""
+    from cotrain.raster import RasterInputError, open_uhr
+
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, target_wh)
+    with _CACHE_LOCK:
+        if key in _OVERVIEWS:
+            _OVERVIEWS.move_to_end(key)
+            return _OVERVIEWS[key].copy()
+    try:
+        with open_uhr(p) as uhr:
+            w, h = uhr.info.width, uhr.info.height
+            if expected_wh is not None and (w, h) != tuple(expected_wh):
+                raise _size_mismatch(p, record_id, (w, h), expected_wh)
+            if w * h <= OVERVIEW_RATIO * target_wh[0] * target_wh[1]:
+                return None
+            img, _ = uhr.overview(target_wh[0] * target_wh[1])
+    except RasterInputError as e:
+        raise BadRecordError(f"record {record_id!r}: {e}", reason="image_corrupt", record_id=record_id) from None
+    if img.size != target_wh:
+        img = img.resize(target_wh, Image.BICUBIC)
+    with _CACHE_LOCK:
+        _OVERVIEWS[key] = img
+        while len(_OVERVIEWS) > OVERVIEW_CACHE:
+            _OVERVIEWS.popitem(last=False)
+    return img.copy()
+
+
+def _size_mismatch(p: Path, record_id: str, got, expected_wh) -> BadRecordError:
+    return BadRecordError(
+        f"record {record_id!r}: image {str(p)!r} is {got[0]}x{got[1]} but the record says "
+        f"{expected_wh[0]}x{expected_wh[1]}; re-run the converter", reason="image_size_mismatch",
+        record_id=record_id)
 
 
 def open_image(path: str | Path, record_id: str, *, expected_wh: tuple[int, int] | None = None,
@@ -68,20 +82,22 @@ def open_image(path: str | Path, record_id: str, *, expected_wh: tuple[int, int]
     """Decode an image as 8-bit RGB, checked against its recorded size; BadRecordError on failure.
 
     The header size is compared with ``expected_wh`` before any pixel is decoded. With
-    ``target_wh``, JPEGs are decoded at a reduced scale (DCT scaling, still >= the target) and
-    the result is resized to exactly ``target_wh``. Decoding is complete, so truncation is caught.
+    ``target_wh``, JPEGs are decoded at a reduced scale (DCT scaling, still >= the target), TIFFs
+    of more than ``OVERVIEW_RATIO`` times the target's pixels are read as cached raster overviews,
+    and the result is resized to exactly ``target_wh``. Decoding is complete, so truncation is caught.
     """
     p = Path(path)
     if not p.is_file():
         raise BadRecordError(f"record {record_id!r}: image {str(p)!r} does not exist", reason="image_missing",
                              record_id=record_id)
+    if target_wh is not None and _is_tiff(p):
+        overview = _tiff_overview(p, record_id, expected_wh, (int(target_wh[0]), int(target_wh[1])))
+        if overview is not None:
+            return overview
     try:
         with Image.open(p) as im:
             if expected_wh is not None and im.size != tuple(expected_wh):
-                raise BadRecordError(
-                    f"record {record_id!r}: image {str(p)!r} is {im.width}x{im.height} but the record says "
-                    f"{expected_wh[0]}x{expected_wh[1]}; re-run the converter", reason="image_size_mismatch",
-                    record_id=record_id)
+                raise _size_mismatch(p, record_id, im.size, expected_wh)
             if target_wh is not None and im.format == "JPEG":
                 im.draft("RGB", tuple(target_wh))
             im.load()
@@ -94,7 +110,7 @@ def open_image(path: str | Path, record_id: str, *, expected_wh: tuple[int, int]
             return rgb if rgb is not im else im.copy()
     except Image.DecompressionBombError as e:
         raise BadRecordError(f"record {record_id!r}: image {str(p)!r} is too large to decode whole ({e}); "
-                             "tile it (zoom_chain reads windows of large images)", reason="image_too_large",
+                             "convert it to a tiled TIFF, which is read as an overview", reason="image_too_large",
                              record_id=record_id) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise BadRecordError(f"record {record_id!r}: image {str(p)!r} cannot be decoded ({e})",

@@ -1,4 +1,4 @@
-"""Run report: metrics JSON, a Markdown summary, the loss curve and predictions drawn on images.
+"""Run report: metrics JSON, a Markdown summary, the loss and learning curves and predictions drawn on images.
 
 Reads only what the run already produced (log history, metrics, predictions); never runs a model.
 """
@@ -36,6 +36,57 @@ def plot_loss(log_history: list[dict], out: Path) -> bool:
     fig.savefig(out)
     plt.close(fig)
     return True
+
+
+def eval_curve(log_history: list[dict]) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(metric keys, [(step, {key: value})]) of the evaluations logged during training (``eval.every_steps``)."""
+    rows = [(int(h["step"]), {k: v for k, v in h.items() if k.startswith("eval/")})
+            for h in log_history if "step" in h and any(k.startswith("eval/") for k in h)]
+    keys = sorted({k for _, r in rows for k in r})
+    return keys, rows
+
+
+def plot_eval_curve(log_history: list[dict], out: Path) -> bool:
+    """Held-out numbers against step (one line per ``eval/<dataset>/<metric>``); False when none were logged."""
+    keys, rows = eval_curve(log_history)
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for k in keys:
+        pts = [(s, r[k]) for s, r in rows if k in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=1, label=k[len("eval/"):])
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("held-out score")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("cotrain: learning curve")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return True
+
+
+def _curve_lines(log_history: list[dict]) -> list[str]:
+    keys, rows = eval_curve(log_history)
+    if not rows:
+        return []
+    lines = ["## Learning curve", "", "Held-out numbers every `eval.every_steps` steps "
+             "(`eval.every_steps_max_samples` records per dataset): learning_curve.png.", "",
+             "![learning curve](learning_curve.png)", "",
+             "| step | " + " | ".join(k[len("eval/"):] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for step, r in rows:
+        lines.append(f"| {step} | " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in keys) + " |")
+    return lines + [""]
+
+
+def _baselines(m: dict) -> str:
+    parts = [f"{label} {m[k]:.3f}" for k, label in (("chance", "chance"), ("majority_baseline", "majority"))
+             if k in m]
+    fixed = m.get("fixed_box_baseline")
+    if fixed:
+        key = "acc@0.5" if "acc@0.5" in fixed else "APnc50"
+        parts.append(f"fixed box {key} {fixed[key]:.3f}")
+    return ", ".join(parts) or "-"
 
 
 def _draw_box(draw: ImageDraw.ImageDraw, box: dict, colour: str, width: int = 3) -> None:
@@ -82,6 +133,7 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
                                 "response": p.response, "correct": p.correct,
                                 "details": p.details}, default=str) + "\n")
     has_plot = plot_loss(log_history, out_dir / "loss_curve.png")
+    plot_eval_curve(log_history, out_dir / "learning_curve.png")
     vis_dir = out_dir / "predictions"
     vis_dir.mkdir(exist_ok=True)
     shown: list[str] = []
@@ -109,6 +161,7 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
               f"- skipped samples: {summary.get('skipped_total', 0)} {summary.get('skipped', {})}", ""]
     if has_plot:
         lines += ["![loss curve](loss_curve.png)", ""]
+    lines += _curve_lines(log_history)
     lines += ["## Held-out evaluation", "", "Per-sample answers and scores: `eval/<dataset>/results.jsonl`; "
               "the harness's own tables: `eval/report.md`.", "", "| dataset | task | n | score | baseline | notes |",
               "|---|---|---|---|---|---|"]
@@ -117,11 +170,21 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
     for name, m in flat_results(metrics).items():  # a mixed-task dataset gets a row per task
         headline = headline_key(m)
         acc = f"{headline} {m[headline]:.3f}" if headline else "-"
-        base = ", ".join(f"{label} {m[k]:.3f}" for k, label in (("chance", "chance"), ("majority_baseline", "majority"))
-                         if k in m) or "-"
+        base = _baselines(m)
         notes = []
         if "miou" in m:
-            notes.append(f"mIoU {m['miou']:.3f}, parsed {m['parse_rate']:.2f}")
+            notes.append(f"mIoU {m['miou']:.3f} (fixed box {m['fixed_box_baseline']['miou']:.3f}), "
+                         f"parsed {m['parse_rate']:.2f}" if "fixed_box_baseline" in m else
+                         f"mIoU {m['miou']:.3f}, parsed {m['parse_rate']:.2f}")
+        if "mF1" in m:
+            base_f1 = m.get("fixed_box_baseline", {}).get("mF1")
+            notes.append(f"mF1 {m['mF1']:.3f}" + (f" (fixed box {base_f1:.3f})" if base_f1 is not None else ""))
+        if isinstance(m.get("parse"), dict):
+            p = m["parse"]
+            notes.append(f"objects parsed {m.get('objects_parsed')}/{m.get('objects_gt')} GT, malformed lines "
+                         f"{p.get('malformed', 0)}, truncated answers {p.get('truncated_responses', 0)}, "
+                         f"clipped to the image {p.get('out_of_image_clipped', 0)}, degenerate "
+                         f"{p.get('degenerate_dropped', 0)}")
         if "BLEU-4" in m:
             notes.append(f"BLEU-4 {m['BLEU-4']:.3f}, METEOR {m['METEOR']:.3f}, ROUGE-L {m['ROUGE-L']:.3f}")
         if "counting_mae" in m:

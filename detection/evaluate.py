@@ -20,18 +20,19 @@ import numpy as np
 
 from cotrain.boxes import BoxCodec
 from cotrain.dota.formats import read_labeltxt_dir, read_mmrotate_pickle, read_task1_dir
-from cotrain.dota.types import DOTA_V1_CLASSES, DOTA_V15_CLASSES, GT
+from cotrain.dota.types import DOTA_V1_CLASSES, DOTA_V15_CLASSES, GT, Det
 from cotrain.errors import CotrainError
 from cotrain.resolution import resized_wh_of
 from cotrain.geometry.quads import box_to_quad, enclosing_hbb
+from cotrain.metrics.grounding import mean_normalised_hbb, scale_normalised_hbb
 from cotrain.model.families import get_family
 from detection.labels import LabelNormaliser
-from detection.metrics import IOU_THRS_50_95, apnc
+from detection.metrics import IOU_THRS_50_95, apnc, mf1
 from detection.parse import ParseSummary, parse_response, parse_responses_file
 from detection.records import gts_from_records
 from detection.report import MethodRow, compare_methods, write_report
 
-__all__ = ["evaluate", "load_gt", "load_detector", "summarise_responses", "register"]
+__all__ = ["evaluate", "fixed_box_detections", "load_gt", "load_detector", "summarise_responses", "register"]
 
 
 def load_gt(path: str):
@@ -182,10 +183,35 @@ def summarise_responses(rows: list[dict], records: dict[int, dict], *, codec: Bo
         gts[rid] = [GT(o["label"], np.asarray(box_to_quad(enclosing_hbb(o) if box_format == "hbb" else o)),
                        int(o.get("difficult", 0))) for o in rec["objects"]]
     res = apnc(dets, gts, classes, iou_thrs=IOU_THRS_50_95)
+    base = fixed_box_detections(mine, classes)
+    base_res = apnc(base, gts, classes, iou_thrs=(0.5,))
     return {"APnc50": res.map_at(0.5), "APnc75": res.map_at(0.75), "APnc50:95": res.map_mean,
+            "mF1": mf1(dets, gts, classes)["mF1"],
             "objects_parsed": int(sum(len(v) for v in dets.values())),
             "objects_gt": int(sum(len(v) for v in gts.values())),
-            "parse": {k: v for k, v in vars(summary).items() if isinstance(v, (int, float))}}
+            "parse": {k: v for k, v in vars(summary).items() if isinstance(v, (int, float))},
+            "fixed_box_baseline": {"APnc50": base_res.map_at(0.5), "mF1": mf1(base, gts, classes)["mF1"]}}
+
+
+def fixed_box_detections(records: list[dict], classes: list[str]) -> dict[str, list[Det]]:
+    """The detector that never looks at the pixels: every image gets, for every class with ground truth
+    in ``records``, one box at that class's mean enclosing box (as a fraction of each image's size,
+    fitted on these very records, so it is the best such fixed answer). The detection analogue of the
+    grounding harness's fixed-box baseline; a model must beat it to show it localises."""
+    per_class: dict[str, list] = {}
+    for rec in records:
+        img = rec["images"][0]
+        wh = (int(img["width"]), int(img["height"]))
+        for o in rec["objects"]:
+            per_class.setdefault(o["label"], []).append((enclosing_hbb(o)["hbb"], wh))
+    means = {c: mean_normalised_hbb(per_class[c]) for c in classes if c in per_class}
+    out = {}
+    for rec in records:
+        img = rec["images"][0]
+        wh = (int(img["width"]), int(img["height"]))
+        out[str(rec["id"])] = [Det(c, np.asarray(box_to_quad({"hbb": scale_normalised_hbb(m, wh)})))
+                               for c, m in means.items()]
+    return out
 
 
 def register() -> None:

@@ -4,7 +4,7 @@
 Subcommands:
 
 * ``read``: a 1024 x 1024 window of a 20000 x 20000 RGB tiled TIFF (tile 512, zlib level 1),
-  read with ``zoom_chain.reader`` (only the intersecting tiles are decoded) against the naive
+  read with ``cotrain.raster`` (only the intersecting tiles are decoded) against the naive
   route (``tifffile.imread`` of the whole image, then crop), at a few positions. The file is
   written once, tile by tile, and cached under ``outputs/bench_zoom/``. Every measurement runs in
   a fresh subprocess so that its peak RSS is its own: "peak MB" is the peak RSS during open + read
@@ -70,7 +70,7 @@ def _measure(args) -> None:
     """Child process: one route, one position; prints one JSON line."""
     import tifffile
 
-    from zoom_chain.reader import open_uhr
+    from cotrain.raster import open_uhr
 
     x0, y0, n = args.x0, args.y0, args.window
     base = _rss_reset()

@@ -3,7 +3,7 @@
 Step 1 sends the overview (the whole image within the pixel budget) with the question and the
 zoom instruction. Each answer is either final, or a tool call with a box in the overview's frame;
 the controller maps it to ORIGINAL pixels, reads that window at native resolution from the file
-(``zoom_chain.reader``: only the tiles it needs), and appends it as a new user turn. Every turn's
+(``cotrain.raster``: only the tiles it needs), and appends it as a new user turn. Every turn's
 text comes from ``zoom_chain.protocol``, as in the training data.
 
 Limits and policy (counted per question in ``ChainResult.events``):
@@ -188,7 +188,7 @@ class ZoomChain:
     # -- setting up -------------------------------------------------------------------------
 
     def _open(self, q: Question) -> _State | ChainResult:
-        from zoom_chain.reader import ZoomInputError, open_uhr
+        from cotrain.raster import RasterInputError, open_uhr
 
         try:
             img = open_uhr(q.image)
@@ -197,7 +197,7 @@ class ZoomChain:
                 self._overviews[key] = img.overview(self.overview_pixels)[0]
             overview = self._overviews[key]
             state = _State(q, img, overview, self.limits, self.cfg, self.overview_pixels)
-        except (ZoomInputError, ImageSizeError) as e:
+        except (RasterInputError, ImageSizeError) as e:
             log.warning("question %r: %s", q.id, e)
             return ChainResult(q.id, q.image, q.question, "", "error", error=str(e),
                                events=Counter({"image_error": 1}))

@@ -6,7 +6,7 @@ Workflow of :func:`build_chain_records`, per input record:
    choices); a ``detection`` record gets one by a seeded template (:func:`detection_question`):
    "How many <label>s are there in <part>?" with the objects there as regions, or "Is there any
    <label> in <part>?" with the object(s) seen there as regions;
-2. the overview: the whole image read through ``zoom_chain.reader`` within ``max_pixels`` and
+2. the overview: the whole image read through ``cotrain.raster`` within ``max_pixels`` and
    resized (bicubic, as the inference backends do) to EXACTLY ``resized_size(W, H, limits)``, then
    written as a PNG once per source image. The data engine's own ``smart_resize`` is then the
    identity on it, so the model is trained on the overview it sees at inference;
@@ -252,7 +252,7 @@ def build_chain_records(records: Iterable[dict], image_root: str | Path, out_dir
     fam = get_family(family) if isinstance(family, str) else family
     if max_steps < 1:
         raise ConfigError(f"max_steps={max_steps}: a zoom chain needs at least one zoom; use >= 1 (default 3)")
-    from zoom_chain.reader import ZoomInputError, open_uhr
+    from cotrain.raster import RasterInputError, open_uhr
 
     limits = PixelLimits(int(min_pixels), int(max_pixels), fam.factor)
     root, out_root = Path(image_root), Path(out_dir)
@@ -284,8 +284,8 @@ def build_chain_records(records: Iterable[dict], image_root: str | Path, out_dir
         except ImageSizeError:
             skips["image_size"] += 1
             continue
-        except (ZoomInputError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            # ZoomInputError covers what the reader recognises; the rest are decoder failures on
+        except (RasterInputError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            # RasterInputError covers what the reader recognises; the rest are decoder failures on
             # truncated or damaged files that surface only when the tiles are read
             skips["image_corrupt"] += 1
             continue

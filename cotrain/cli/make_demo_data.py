@@ -2,6 +2,7 @@
 
     cotrain make-demo-data --out outputs/demo_data --seed 0
     cotrain make-demo-data --full-layout outputs/full_syn   # data_recipes/full.yaml's names
+    cotrain make-demo-data --kind localize --out outputs/localize_data --n-scenes 3000
 
 Thin wrapper over ``cotrain.data.synthetic.generate_demo_data``; prints one row per dataset
 with its task and record counts per split.
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-scenes", type=int, default=1200, help="ordinary scenes (default: %(default)s)")
     p.add_argument("--n-large", type=int, default=2, help="large zoom images (default: %(default)s)")
     p.add_argument("--large-size", type=int, default=8192, help="side of large images, px (default: %(default)s)")
+    p.add_argument("--kind", choices=("scenes", "localize"), default="scenes",
+                   help="scenes: the demo's land-cover scenes (every task); localize: large objects on plain "
+                        "ground for grounding and detection (--n-scenes images; default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--full-layout", metavar="DIR", help="also link the data under data_recipes/full.yaml's dataset "
                    "names into DIR (then run full.yaml with data.data_root=DIR)")
@@ -55,8 +59,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:<14} -> {syn}")
             print(f"linked {args.out} into {args.full_layout} in {time.perf_counter() - t0:.1f} s")
             return 0
-        manifest = generate_demo_data(args.out, seed=args.seed, n_scenes=args.n_scenes, n_large=args.n_large,
-                                      large_size=args.large_size, progress=not args.no_progress)
+        if args.kind == "localize":
+            from cotrain.data.synthetic import generate_localize_data
+
+            manifest = generate_localize_data(args.out, seed=args.seed, n_images=args.n_scenes,
+                                              progress=not args.no_progress)
+        else:
+            manifest = generate_demo_data(args.out, seed=args.seed, n_scenes=args.n_scenes, n_large=args.n_large,
+                                          large_size=args.large_size, progress=not args.no_progress)
     except CotrainError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

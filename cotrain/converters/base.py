@@ -18,7 +18,7 @@ from typing import Sequence
 from PIL import Image, UnidentifiedImageError
 
 from cotrain.errors import CotrainError, RecordError
-from cotrain.images import pixel_limit
+from cotrain.pixels import pixel_limit
 from cotrain.geometry.quads import order_quad
 from cotrain.records import BOX_TOLERANCE_PX, validate_record
 

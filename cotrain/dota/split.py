@@ -42,7 +42,7 @@ from PIL import Image
 from cotrain.dota.formats import DotaFormatError, write_labeltxt
 from cotrain.dota.types import GT, Det, Detections
 from cotrain.errors import ConfigError
-from cotrain.images import pixel_limit
+from cotrain.pixels import pixel_limit
 from cotrain.geometry.iou import iou_matrix, min_area_rect
 from cotrain.geometry.quads import order_quad
 

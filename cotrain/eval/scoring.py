@@ -32,7 +32,7 @@ from cotrain.metrics.answers import (
     vqa_match,
     yes_no_of,
 )
-from cotrain.metrics.grounding import grounding_summary
+from cotrain.metrics.grounding import grounding_summary, mean_normalised_hbb, scale_normalised_hbb
 from cotrain.plugins import PLUGIN_GROUP, load_plugins
 
 YES_NO = ("yes", "no")
@@ -154,6 +154,7 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
         thresholds = tuple(options.get("iou_thresholds") or (0.5, 0.7, 0.9))
         out.update(grounding_summary([float(r["score"]["iou"]) for r in ok], thresholds))
         out["parse_rate"] = sum(bool(r["score"]["parsed"]) for r in ok) / len(ok)
+        out["fixed_box_baseline"] = _fixed_box_baseline(ok, records, options, thresholds)
         kinds = Counter(r["score"]["kind"] for r in ok)
         if len(kinds) > 1:  # hbb and rotated targets in one set: report each
             for kind in kinds:
@@ -169,6 +170,28 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
         out.update(caption_scores(cands, refs))
     elif metric == "detection":
         out.update(_plugin_summary("detection")(ok, records, codec=codec, options=options))
+    return out
+
+
+def _scored_target(record: dict, options: dict) -> tuple[dict, tuple[int, int]]:
+    """A grounding record's target as ``score`` compares against it, and its image's (w, h)."""
+    target = record["target"]
+    img = record["images"][int(target.get("image", 0))]
+    if options.get("box_format", "quad") == "hbb" and ("quad" in target or "obb" in target):
+        target = enclosing_hbb(target)
+    return target, (int(img["width"]), int(img["height"]))
+
+
+def _fixed_box_baseline(rows: list[dict], records: dict[int, dict], options: dict, thresholds) -> dict:
+    """Acc@t and mIoU of ONE box (the mean of the evaluated targets' enclosing boxes, as a fraction of
+    each image's size) given for every question: what a model that never looks at the image gets at
+    best with a fixed answer. It is fitted on the evaluated targets themselves, so it is an upper bound
+    for any fixed box, and a model must beat it to show it localises."""
+    scored = [_scored_target(records[r["index"]], options) for r in rows]
+    mean = mean_normalised_hbb([(enclosing_hbb(t)["hbb"], wh) for t, wh in scored])
+    ious = [box_iou({"hbb": scale_normalised_hbb(mean, wh)}, t) for t, wh in scored]
+    out = grounding_summary([min(1.0, max(0.0, v)) for v in ious], thresholds)
+    out["box"] = [round(v, 4) for v in mean]
     return out
 
 

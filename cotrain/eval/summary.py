@@ -16,11 +16,11 @@ HEADLINE = {
     "mcq": ["accuracy", "instruction_following", "chance"],
     "grounding": ["acc@0.5", "acc@0.7", "acc@0.9", "miou", "parse_rate"],
     "captioning": ["CIDEr", "BLEU-1", "BLEU-4", "METEOR", "ROUGE-L"],
-    "detection": ["APnc50", "APnc75", "APnc50:95", "objects_parsed", "objects_gt"],
+    "detection": ["APnc50", "APnc75", "APnc50:95", "mF1", "objects_parsed", "objects_gt"],
     "retrieval": ["mean_recall", "chance_mean_recall", "txt_r@1", "txt_r@5", "txt_r@10", "img_r@1", "img_r@5", "img_r@10"],
 }
 
-LOGGED_KEYS = ("accuracy", "acc@0.5", "miou", "instruction_following", "CIDEr", "BLEU-4", "APnc50",
+LOGGED_KEYS = ("accuracy", "acc@0.5", "miou", "instruction_following", "CIDEr", "BLEU-4", "APnc50", "mF1",
                "counting_mae", "accuracy_yes_no")
 """Numbers an evaluation inside training logs (tensorboard / log history) when a set has them."""
 

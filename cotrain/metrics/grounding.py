@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["grounding_summary"]
+__all__ = ["grounding_summary", "mean_normalised_hbb", "scale_normalised_hbb"]
 
 
 def grounding_summary(ious: Sequence[float], thresholds: Sequence[float] = (0.5, 0.7, 0.9)) -> dict:
@@ -30,3 +30,20 @@ def grounding_summary(ious: Sequence[float], thresholds: Sequence[float] = (0.5,
     out["miou"] = sum(ious) / n if n else None
     out["n"] = n
     return out
+
+
+def mean_normalised_hbb(boxes_wh: Sequence[tuple[Sequence[float], tuple[int, int]]]) -> list[float]:
+    """Mean of axis-aligned boxes ``[x1, y1, x2, y2]`` each divided by its image's (w, h): a box in [0, 1]."""
+    if not boxes_wh:
+        raise ValueError("the mean box of no boxes is undefined")
+    acc = [0.0, 0.0, 0.0, 0.0]
+    for (x1, y1, x2, y2), (w, h) in boxes_wh:
+        for k, v in enumerate((x1 / w, y1 / h, x2 / w, y2 / h)):
+            acc[k] += v
+    return [v / len(boxes_wh) for v in acc]
+
+
+def scale_normalised_hbb(box: Sequence[float], wh: tuple[int, int]) -> list[float]:
+    """A [0, 1] box in the pixels of an image of size (w, h)."""
+    w, h = wh
+    return [box[0] * w, box[1] * h, box[2] * w, box[3] * h]

@@ -53,7 +53,8 @@ def build_model(cfg: RunConfig):
 
     t = cfg.model.tiny
     family = resolve_family(cfg)
-    processor = build_offline_processor(family.name, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+    processor = build_offline_processor(family.name, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
+                                        number_tokens=t.number_tokens)
     if cfg.model.arch:
         import torch
 
@@ -68,7 +69,8 @@ def build_model(cfg: RunConfig):
         log.info("random-init %s (%s, %s) on %s", cfg.model.arch, family.name, dtype, device)
     else:
         model = build_tiny_model(t.family, seed=t.seed, processor=processor, hidden_size=t.hidden_size,
-                                 num_layers=t.num_layers, vision_depth=t.vision_depth)
+                                 num_layers=t.num_layers, vision_depth=t.vision_depth, vision_width=t.vision_width,
+                                 fourier_positions=t.fourier_positions)
     from cotrain.model.loader import resolve_attn_implementation
 
     model.set_attn_implementation(resolve_attn_implementation(cfg.model.attn_implementation))

@@ -122,10 +122,15 @@ IMAGE_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 """Family -> (image_mean, image_std)."""
 
 
-def build_byte_tokenizer() -> Qwen2Tokenizer:
+def build_byte_tokenizer(number_tokens: int = 0) -> Qwen2Tokenizer:
     """Byte-level Qwen2 tokenizer: byte b has id b, Qwen's specials follow from id 256.
 
     No merges, so every text byte is one token; decoding is the exact inverse of encoding.
+    ``number_tokens`` = N > 10 adds the whole numbers 10 .. N-1 as single tokens (ids 270 ..
+    N + 259, in numeric order), matched longest first ("1234" -> "123", "4" for N = 1000): a box
+    coordinate is then one token, whose value a small model reads as a class instead of composing
+    it from digits. Real Qwen tokenizers split numbers into single digits; this is a setting of the
+    tiny demo models only (docs/design-notes.md "Coordinate tokens").
     """
     byte_symbol = bytes_to_unicode()
     vocab = {byte_symbol[b]: b for b in range(256)}
@@ -133,11 +138,16 @@ def build_byte_tokenizer() -> Qwen2Tokenizer:
     # not by the order in which the tokenizer happens to register added tokens.
     for offset, token in enumerate(QWEN_SPECIAL_TOKENS):
         vocab[token] = 256 + offset
-    return Qwen2Tokenizer(
+    tokenizer = Qwen2Tokenizer(
         vocab=vocab, merges=[],
         eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
         additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
     )
+    if number_tokens < 0 or 0 < number_tokens <= 10:
+        raise ValueError(f"number_tokens={number_tokens}: use 0 (digits one by one) or N > 10 (10 .. N-1 whole)")
+    if number_tokens:
+        tokenizer.add_tokens([str(i) for i in range(10, number_tokens)])
+    return tokenizer
 
 
 def build_image_processor(family: str | FamilySpec = "qwen2_5_vl", *, min_pixels: int | None = None,
@@ -155,12 +165,13 @@ def build_image_processor(family: str | FamilySpec = "qwen2_5_vl", *, min_pixels
 
 
 def build_offline_processor(family: str = "qwen2_5_vl", *, min_pixels: int | None = None,
-                            max_pixels: int | None = None):
-    """Processor for ``family`` built from nothing: byte tokenizer, PIL image processor, chat template."""
+                            max_pixels: int | None = None, number_tokens: int = 0):
+    """Processor for ``family`` built from nothing: byte tokenizer (see :func:`build_byte_tokenizer`
+    for ``number_tokens``), PIL image processor, chat template."""
     spec = get_family(family)
     return OFFLINE_PROCESSORS[spec.name](
         image_processor=build_image_processor(spec, min_pixels=min_pixels, max_pixels=max_pixels),
-        tokenizer=build_byte_tokenizer(),
+        tokenizer=build_byte_tokenizer(number_tokens),
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
 

@@ -61,11 +61,14 @@ def setup_logging(out_dir: Path) -> None:
 def setup_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDataset]]:
     """Generate synthetic data if configured and missing, then check files and validate every record."""
     if cfg.data.synthetic is not None:
-        from cotrain.data.synthetic import ensure_demo_data
+        from cotrain.data.synthetic import ensure_demo_data, ensure_localize_data
 
         s = cfg.data.synthetic
-        ensure_demo_data(cfg.data.data_root, seed=s.seed, n_scenes=s.n_scenes, n_large=s.n_large,
-                         large_size=s.large_size)
+        if s.kind == "localize":
+            ensure_localize_data(cfg.data.data_root, seed=s.seed, n_images=s.n_scenes)
+        else:
+            ensure_demo_data(cfg.data.data_root, seed=s.seed, n_scenes=s.n_scenes, n_large=s.n_large,
+                             large_size=s.large_size)
     check_files(cfg)
     check_budgets(cfg, resolve_family(cfg).factor)
     # under torchrun, one rank per filesystem builds the memory-mapped index of a large records file and the

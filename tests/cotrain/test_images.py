@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from cotrain.errors import BadRecordError
-from cotrain.images import open_image, pixel_limit
+from cotrain.images import open_image
+from cotrain.pixels import pixel_limit
 
 
 def test_high_bit_depth_images_are_stretched_not_clipped(tmp_path):
@@ -70,3 +71,52 @@ def test_pixel_limit_serialises_threads():
     for t in threads:
         t.join()
     assert not errors and len(seen) == 150
+
+
+def _tiled_tiff(path, w, h, seed=0):
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (h // 32 + 1, w // 32 + 1, 3), dtype=np.uint8)
+    arr = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR))
+    tifffile.imwrite(path, arr, tile=(256, 256), compression="zlib", photometric="rgb")
+    return arr
+
+
+def test_large_tiff_is_read_as_a_cached_overview(tmp_path, monkeypatch):
+    from cotrain import images, raster
+
+    arr = _tiled_tiff(tmp_path / "big.tif", 1024, 768)
+    images._OVERVIEWS.clear()
+    calls = []
+    real = raster.UHRImage.overview
+    monkeypatch.setattr(raster.UHRImage, "overview", lambda self, n: calls.append(n) or real(self, n))
+    a = open_image(tmp_path / "big.tif", "q0", expected_wh=(1024, 768), target_wh=(224, 168))
+    b = open_image(tmp_path / "big.tif", "q1", expected_wh=(1024, 768), target_wh=(224, 168))
+    assert a.size == b.size == (224, 168) and np.array_equal(np.asarray(a), np.asarray(b))
+    assert calls == [224 * 168]  # the second question about the scene reuses the first's overview
+    # the overview is the image box-averaged: close to a whole decode + resize, not something else
+    whole = np.asarray(Image.fromarray(arr).resize((224, 168), Image.BICUBIC)).astype(float)
+    assert np.abs(np.asarray(a).astype(float) - whole).mean() < 4.0
+    # a cached image handed out is a copy: drawing on it does not change what the next caller gets
+    a.paste((0, 0, 0), (0, 0, 50, 50))
+    assert np.array_equal(np.asarray(open_image(tmp_path / "big.tif", "q2", target_wh=(224, 168))), np.asarray(b))
+    # small TIFFs (within OVERVIEW_RATIO of the target) are decoded whole as before
+    _tiled_tiff(tmp_path / "small.tif", 300, 200)
+    open_image(tmp_path / "small.tif", "q3", target_wh=(224, 168))
+    assert calls == [224 * 168]
+
+
+def test_large_tiff_bad_inputs_are_counted_reasons(tmp_path):
+    from cotrain import images
+
+    images._OVERVIEWS.clear()
+    _tiled_tiff(tmp_path / "big.tif", 1024, 768)
+    with pytest.raises(BadRecordError, match="is 1024x768 but the record says 1000x768") as e:
+        open_image(tmp_path / "big.tif", "q0", expected_wh=(1000, 768), target_wh=(224, 168))
+    assert e.value.reason == "image_size_mismatch"
+    raw = (tmp_path / "big.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(BadRecordError, match="q1.*truncated") as e:
+        open_image(tmp_path / "cut.tif", "q1", expected_wh=(1024, 768), target_wh=(224, 168))
+    assert e.value.reason == "image_corrupt"

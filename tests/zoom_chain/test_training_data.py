@@ -22,7 +22,7 @@ from cotrain.model.processor import build_offline_processor
 from cotrain.records import read_records, validate_record
 from cotrain.tasks import build_conversation
 from zoom_chain import protocol as P
-from zoom_chain.reader import open_uhr
+from cotrain.raster import open_uhr
 from zoom_chain.training_data import build_chain_records, detection_question
 
 RECIPE = Path(__file__).resolve().parents[2] / "data_recipes" / "zoom_demo.yaml"

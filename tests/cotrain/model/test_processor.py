@@ -126,3 +126,25 @@ def test_save_reload_roundtrip(tmp_path, family):
     plain = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
     assert plain.encode(text) == processor.tokenizer.encode(text)
     assert plain.convert_tokens_to_ids("<|image_pad|>") == 268
+
+
+def test_number_tokens_make_each_coordinate_one_token(tmp_path):
+    from cotrain.model.processor import build_byte_tokenizer
+
+    plain = build_byte_tokenizer()
+    tok = build_byte_tokenizer(number_tokens=1000)
+    assert len(tok) == len(plain) + 990  # 10 .. 999 (single digits already are byte tokens)
+    text = "[12, 345, 7, 1000] x2024"
+    ids = tok.encode(text)
+    pieces = [tok.decode([i]) for i in ids]
+    # longest match first; numbers of N digits or more split; every piece decodes back exactly
+    assert pieces == ["[", "12", ",", " ", "345", ",", " ", "7", ",", " ", "100", "0", "]", " ", "x", "202", "4"]
+    assert tok.decode(ids) == text and plain.decode(plain.encode(text)) == text
+    assert tok.convert_tokens_to_ids("10") == 270 and tok.convert_tokens_to_ids("999") == 1259
+    # saved and reloaded, the added numbers keep their ids
+    processor = build_offline_processor("qwen2_5_vl", number_tokens=1000)
+    save_processor(processor, tmp_path)
+    again = load_offline_processor(tmp_path, "qwen2_5_vl")
+    assert again.tokenizer.encode(text) == ids
+    with pytest.raises(ValueError, match="number_tokens=5"):
+        build_byte_tokenizer(number_tokens=5)

@@ -169,3 +169,25 @@ def test_create_tiny_checkpoint_layout(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "qwen2_vl"
     assert config["text_config"]["hidden_size"] == 96
+
+
+def test_fourier_position_grid_and_vocab_of_number_tokens():
+    from cotrain.model.tiny import fourier_position_grid
+
+    g = fourier_position_grid(8, 16)
+    assert g.shape == (64, 16)
+    # hand-derived: row r, column c -> sin/cos(pi k (r + .5) / 8) then the same of c, k = 1, 2, ...
+    r, c = 2, 5
+    k = np.arange(1, 5)
+    want = np.concatenate([np.sin(np.pi * k * (r + 0.5) / 8), np.cos(np.pi * k * (r + 0.5) / 8),
+                           np.sin(np.pi * k * (c + 0.5) / 8), np.cos(np.pi * k * (c + 0.5) / 8)])
+    assert np.allclose(g[r * 8 + c].numpy(), want, atol=1e-6)
+    assert len({tuple(row.tolist()) for row in g}) == 64  # every patch place is distinct
+    processor = build_offline_processor("qwen3_vl", number_tokens=1000)
+    model = build_tiny_model("qwen3_vl", processor=processor, fourier_positions=True)
+    assert model.config.text_config.vocab_size >= len(processor.tokenizer)
+    side = model.model.visual.num_grid_per_side
+    assert torch.equal(model.model.visual.pos_embed.weight.data,
+                       fourier_position_grid(side, model.model.visual.pos_embed.weight.shape[1]))
+    with pytest.raises(ValueError, match="fourier_positions needs a learned vision position table"):
+        build_tiny_model("qwen2_5_vl", fourier_positions=True)

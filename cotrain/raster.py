@@ -1,5 +1,7 @@
-"""Reading ultra-high-resolution (UHR) images for the zoom-in chain: windows at native resolution,
-overviews within a pixel budget, pixel -> map coordinates.
+"""Reading ultra-high-resolution (UHR) rasters: windows at native resolution, overviews within a
+pixel budget, pixel -> map coordinates. Used by the zoom-in chain (crops from the original pixels)
+and by ``cotrain.images.open_image`` (large TIFFs reach training and evaluation as overviews), so it
+lives in the library, not in ``zoom_chain``.
 
 Owns the decoding of large rasters and nothing else. Three routes serve reads (``RasterInfo.reader``):
 
@@ -43,7 +45,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from cotrain.images import HIGH_BIT_MODES, pixel_limit, stretch_to_8bit
+from cotrain.pixels import HIGH_BIT_MODES, pixel_limit, stretch_to_8bit
 from cotrain.errors import CotrainError
 from cotrain.resolution import MAX_ASPECT_RATIO, ImageSizeError, smart_resize
 
@@ -57,7 +59,7 @@ GEO_TAGS = (33550, 33922, 34264, 34735)
 """ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory: any one makes a GeoTIFF."""
 
 
-class ZoomInputError(CotrainError):
+class RasterInputError(CotrainError):
     """A UHR image cannot be opened or read as asked (missing, corrupt, bad window, bad aspect ratio)."""
 
 
@@ -86,8 +88,8 @@ class RasterInfo:
     """Which route serves reads: "rasterio" | "tifffile" | "pil"."""
 
 
-def _fail(path, problem: str, fix: str) -> ZoomInputError:
-    return ZoomInputError(f"image {str(path)!r}: {problem}; {fix}")
+def _fail(path, problem: str, fix: str) -> RasterInputError:
+    return RasterInputError(f"image {str(path)!r}: {problem}; {fix}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +373,7 @@ class UHRImage:
     def _read_raw(self, x0, y0, x1, y1, level=0) -> np.ndarray:
         try:
             return self._src.read(x0, y0, x1, y1, level)
-        except ZoomInputError:
+        except RasterInputError:
             raise
         except Exception as e:  # codec errors come as many types (zlib.error, ValueError, RasterioIOError...)
             raise _fail(self.info.path, f"reading window x[{x0}, {x1}) y[{y0}, {y1}) failed ({type(e).__name__}: {e})",
@@ -509,7 +511,7 @@ def _open_tiff(path: str, reader: str | None) -> UHRImage:
         if page.dtype is None:
             raise _fail(path, f"has an unsupported sample format ({page.bitspersample}-bit)", "convert it to 8/16-bit")
         dtype = page.dtype.name
-    except ZoomInputError:
+    except RasterInputError:
         tif.close()
         raise
     except Exception as e:
@@ -576,14 +578,14 @@ def _open_pil(path: str) -> UHRImage:
 
 
 def open_uhr(path, *, reader: str | None = None) -> UHRImage:
-    """Open a UHR image; ZoomInputError if it is missing, unreadable, corrupt or empty.
+    """Open a UHR image; RasterInputError if it is missing, unreadable, corrupt or empty.
 
     ``reader`` forces a route ("rasterio", "tifffile", "pil"); by default GeoTIFF goes to rasterio
     when importable, other TIFF to tifffile, everything else to PIL.
     """
     p = str(path)
     if reader not in (None, "rasterio", "tifffile", "pil"):
-        raise ZoomInputError(f"reader {reader!r} for {p!r}: use 'rasterio', 'tifffile', 'pil' or None")
+        raise RasterInputError(f"reader {reader!r} for {p!r}: use 'rasterio', 'tifffile', 'pil' or None")
     if not Path(p).is_file():
         raise _fail(p, "does not exist", "check the path")
     with open(p, "rb") as f:

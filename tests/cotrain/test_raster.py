@@ -1,4 +1,4 @@
-"""zoom_chain.reader: windows equal the written pixels, only intersecting tiles are read, overviews
+"""cotrain.raster: windows equal the written pixels, only intersecting tiles are read, overviews
 use internal levels, georeferencing matches hand-computed values and rasterio, bad input is named.
 
 Golden values come from the arrays the tests write, PIL's own decode/resize, hand arithmetic, and
@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from cotrain.images import open_image
-from zoom_chain.reader import ZoomInputError, open_uhr
+from cotrain.raster import RasterInputError, open_uhr
 
 
 def _texture(h, w, bands=3, seed=0):
@@ -233,12 +233,12 @@ def test_bad_inputs_name_the_file(tmp_path, rgb):
     truncated = tmp_path / "truncated.tif"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     for p in (missing, garbage, bad_header, truncated):
-        with pytest.raises(ZoomInputError, match=p.name):
+        with pytest.raises(RasterInputError, match=p.name):
             open_uhr(p)
     with open_uhr(good) as im:
         for box in [(-1, 0, 10, 10), (0, 0, 901, 10), (0, 0, 10, 701), (50, 10, 40, 20), (10, 50, 20, 40),
                     (10, 10, 10, 20), (0, 0, 0, 0), (0.5, 0, 10, 10)]:
-            with pytest.raises(ZoomInputError, match="good.tif"):
+            with pytest.raises(RasterInputError, match="good.tif"):
                 im.read_window(*box)
 
 
@@ -252,7 +252,7 @@ def test_corrupt_tile_data_raises_on_read(tmp_path, rgb):
     path.write_bytes(bytes(raw))
     with open_uhr(path) as im:
         np.testing.assert_array_equal(np.asarray(im.read_window(0, 0, 100, 100)), rgb[:100, :100])  # tile 0 fine
-        with pytest.raises(ZoomInputError, match="corrupt.tif"):
+        with pytest.raises(RasterInputError, match="corrupt.tif"):
             im.read_window(10, 260, 50, 300)  # tile 4 = row 1, column 0 (4 tiles across)
 
 
@@ -263,7 +263,7 @@ def test_extreme_strip_opens_but_overview_is_refused(tmp_path):
     with open_uhr(path) as im:
         assert (im.info.width, im.info.height) == (50000, 1)
         np.testing.assert_array_equal(np.asarray(im.read_window(100, 0, 400, 1))[..., 0], arr[:, 100:400])
-        with pytest.raises(ZoomInputError, match=r"strip.tif.*aspect ratio 50000.*limit of 200.*tile"):
+        with pytest.raises(RasterInputError, match=r"strip.tif.*aspect ratio 50000.*limit of 200.*tile"):
             im.overview(1_000_000)
 
 
