@@ -147,6 +147,11 @@ class BoxCodec:
             raise ConfigError(f"unknown prompt style {style!r}; use plain or json (recipe key 'prompt_style')")
         return "[" + ", ".join(_fmt_number(v) for v in values) + "]"
 
+    def frame_limits(self, orig_wh, resized_wh) -> tuple[int, int]:
+        """Largest x and y a coordinate of this convention can take (the resized size, or 999)."""
+        _, _, xlim, ylim = self._frame(orig_wh, resized_wh)
+        return xlim, ylim
+
     def parse(self, text: str, kind: str) -> list[float] | None:
         """The first box of ``kind`` in ``text`` (plain or JSON form), or None when there is none.
 

@@ -87,16 +87,38 @@ def score_sample(metric: str, record: dict, response: str, *, images: list[dict]
         values = codec.parse(text, box_format)
         if values is None:
             return {"iou": 0.0, "parsed": False, "kind": kind}
+        orig = (int(img["width"]), int(img["height"]))
+        flags = _box_flags(values, box_format, codec.frame_limits(orig, (w, h)))
+        if flags.get("reversed"):
+            # [x2, y2, x1, y1] is not the format asked for: counted and scored 0, never quietly re-sorted
+            return {"iou": 0.0, "parsed": True, "kind": kind, **flags}
+        if flags.get("outside"):
+            xlim, ylim = codec.frame_limits(orig, (w, h))
+            values = [min(max(v, 0.0), xlim if i % 2 == 0 else ylim) for i, v in enumerate(values)]
         try:
-            pred = codec.to_original(values, box_format, (int(img["width"]), int(img["height"])), (w, h))
+            pred = codec.to_original(values, box_format, orig, (w, h))
             iou = box_iou(pred, target)
         except (ValueError, TypeError, IndexError):
             return {"iou": 0.0, "parsed": False, "kind": kind}
         iou = iou if math.isfinite(iou) else 0.0
-        return {"iou": iou, "parsed": True, "kind": kind, "pred_box": pred}
+        return {"iou": iou, "parsed": True, "kind": kind, "pred_box": pred, **flags}
     if metric in ("captioning", "detection"):
         return {}  # corpus-level: summarised from the responses themselves
     raise ValueError(f"metric {metric!r} is not scored per sample")
+
+
+def _box_flags(values: list[float], box_format: str, limits: tuple[int, int]) -> dict:
+    """Diagnostics of a parsed box: ``reversed`` (hbb with x1 > x2 or y1 > y2) and ``outside`` (a coordinate
+    beyond the codec's frame: negative, or past the resized image / 999, as a box in the other family's
+    convention usually is). Only flags that are set appear."""
+    out = {}
+    if box_format == "hbb" and (values[0] > values[2] or values[1] > values[3]):
+        out["reversed"] = True
+    if box_format != "obb":
+        xlim, ylim = limits
+        if any(v < 0 or v > (xlim if i % 2 == 0 else ylim) for i, v in enumerate(values)):
+            out["outside"] = True
+    return out
 
 
 def _share(n: int, d: int) -> float | None:
@@ -154,6 +176,8 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
         thresholds = tuple(options.get("iou_thresholds") or (0.5, 0.7, 0.9))
         out.update(grounding_summary([float(r["score"]["iou"]) for r in ok], thresholds))
         out["parse_rate"] = sum(bool(r["score"]["parsed"]) for r in ok) / len(ok)
+        out["reversed_corners"] = sum(bool(r["score"].get("reversed")) for r in ok)
+        out["outside_frame_clipped"] = sum(bool(r["score"].get("outside")) for r in ok)
         out["fixed_box_baseline"] = _fixed_box_baseline(ok, records, options, thresholds)
         kinds = Counter(r["score"]["kind"] for r in ok)
         if len(kinds) > 1:  # hbb and rotated targets in one set: report each

@@ -61,3 +61,23 @@ def test_detection_fixed_box_baseline():
     assert ship_b[:, 1].min() == pytest.approx(10) and ship_b[:, 1].max() == pytest.approx(50)
     plane_a = dets["a"][0].quad.reshape(-1, 2)
     assert plane_a[:, 0].max() == pytest.approx(10) and plane_a[:, 1].max() == pytest.approx(20)
+
+
+def test_bad_grounding_answers_are_counted_never_quietly_correct():
+    target = [10, 10, 50, 50]
+    records = {i: _grounding(i, (100, 100), target) for i in range(5)}
+    answers = ["[50, 50, 10, 10]",        # reversed corners: 0, counted
+               "[10, 10, 50, 50]",        # right
+               "[-20, 10, 50, 50]",       # outside the frame: clipped to 0 and scored, counted
+               "[10, 10, 50",             # truncated: no box
+               "[100, 100, 500, 500]"]    # a box in a larger frame (e.g. norm-1000 on a 100 px image)
+    rows = _rows(records, answers)
+    ious = [r["score"]["iou"] for r in rows]
+    assert ious[0] == 0.0 and rows[0]["score"]["reversed"]
+    assert ious[1] == 1.0 and "outside" not in rows[1]["score"]
+    assert ious[2] == pytest.approx(40 * 40 / (50 * 40)) and rows[2]["score"]["outside"]  # [0, 10, 50, 50]
+    assert ious[3] == 0.0 and not rows[3]["score"]["parsed"]
+    assert ious[4] == 0.0 and rows[4]["score"]["outside"]
+    out = summarise("grounding", rows, records, codec=CODEC, options={"box_format": "hbb"})
+    assert out["reversed_corners"] == 1 and out["outside_frame_clipped"] == 2 and out["parse_rate"] == 0.8
+    assert out["acc@0.5"] == 0.4
