@@ -36,11 +36,6 @@ _OVERVIEWS: OrderedDict[tuple, Image.Image] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
-def _is_tiff(p: Path) -> bool:
-    with open(p, "rb") as f:
-        return f.read(4)[:2] in (b"II", b"MM")
-
-
 def _tiff_overview(p: Path, record_id: str, expected_wh, target_wh: tuple[int, int]) -> Image.Image | None:
     """The overview of a large TIFF at ``target_wh`` (cached), or None when the TIFF is small enough to decode."""
     from cotrain.raster import RasterInputError, open_uhr
@@ -90,11 +85,13 @@ def open_image(path: str | Path, record_id: str, *, expected_wh: tuple[int, int]
     if not p.is_file():
         raise BadRecordError(f"record {record_id!r}: image {str(p)!r} does not exist", reason="image_missing",
                              record_id=record_id)
-    if target_wh is not None and _is_tiff(p):
-        overview = _tiff_overview(p, record_id, expected_wh, (int(target_wh[0]), int(target_wh[1])))
-        if overview is not None:
-            return overview
+    from cotrain.raster import is_tiff
+
     try:
+        if target_wh is not None and is_tiff(p):
+            overview = _tiff_overview(p, record_id, expected_wh, (int(target_wh[0]), int(target_wh[1])))
+            if overview is not None:
+                return overview
         with Image.open(p) as im:
             if expected_wh is not None and im.size != tuple(expected_wh):
                 raise _size_mismatch(p, record_id, im.size, expected_wh)

@@ -577,6 +577,12 @@ def _open_pil(path: str) -> UHRImage:
     return UHRImage(info, _PilSource(path, im))
 
 
+def is_tiff(path) -> bool:
+    """Whether the file starts with a TIFF byte-order mark (II or MM); reads 2 bytes."""
+    with open(path, "rb") as f:
+        return f.read(2) in (b"II", b"MM")
+
+
 def open_uhr(path, *, reader: str | None = None) -> UHRImage:
     """Open a UHR image; RasterInputError if it is missing, unreadable, corrupt or empty.
 
@@ -588,9 +594,7 @@ def open_uhr(path, *, reader: str | None = None) -> UHRImage:
         raise RasterInputError(f"reader {reader!r} for {p!r}: use 'rasterio', 'tifffile', 'pil' or None")
     if not Path(p).is_file():
         raise _fail(p, "does not exist", "check the path")
-    with open(p, "rb") as f:
-        magic = f.read(4)
-    if magic[:2] in (b"II", b"MM") and reader != "pil":
+    if is_tiff(p) and reader != "pil":
         if reader == "rasterio" and not _rasterio_importable():
             raise _fail(p, "reader='rasterio' but rasterio is not installed", "pip install 'cotrain[geo]'")
         return _open_tiff(p, reader)

@@ -19,22 +19,32 @@ from PIL import Image, ImageDraw  # noqa: E402
 from cotrain.files import write_json_atomic  # noqa: E402
 
 
+def _plot_against_step(out: Path, lines: dict[str | None, list[tuple[int, float]]], *, ylabel: str, title: str,
+                       log_y: bool = False) -> None:
+    """One figure of (step, value) lines, labelled by their keys (None: no legend)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for label, pts in lines.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=1, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if any(label is not None for label in lines):
+        ax.legend(fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def plot_loss(log_history: list[dict], out: Path) -> bool:
     """Loss against step; returns False when there is nothing to plot."""
     pts = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     if not pts:
         return False
-    steps, losses = zip(*pts)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot(steps, losses, marker=".", lw=1)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (token mean)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.set_title("cotrain: training loss")
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _plot_against_step(out, {None: pts}, ylabel="training loss (token mean)", title="cotrain: training loss",
+                       log_y=True)
     return True
 
 
@@ -46,28 +56,17 @@ def eval_curve(log_history: list[dict]) -> tuple[list[str], list[tuple[int, dict
     return keys, rows
 
 
-def plot_eval_curve(log_history: list[dict], out: Path) -> bool:
-    """Held-out numbers against step (one line per ``eval/<dataset>/<metric>``); False when none were logged."""
-    keys, rows = eval_curve(log_history)
+def plot_eval_curve(keys: list[str], rows: list[tuple[int, dict]], out: Path) -> bool:
+    """Held-out numbers of :func:`eval_curve` against step (one line per ``eval/<dataset>/<metric>``);
+    False when none were logged."""
     if not rows:
         return False
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    for k in keys:
-        pts = [(s, r[k]) for s, r in rows if k in r]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=1, label=k[len("eval/"):])
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("held-out score")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("cotrain: learning curve")
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _plot_against_step(out, {k[len("eval/"):]: [(s, r[k]) for s, r in rows if k in r] for k in keys},
+                       ylabel="held-out score", title="cotrain: learning curve")
     return True
 
 
-def _curve_lines(log_history: list[dict]) -> list[str]:
-    keys, rows = eval_curve(log_history)
+def _curve_lines(keys: list[str], rows: list[tuple[int, dict]]) -> list[str]:
     if not rows:
         return []
     lines = ["## Learning curve", "", "Held-out numbers every `eval.every_steps` steps "
@@ -133,7 +132,8 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
                                 "response": p.response, "correct": p.correct,
                                 "details": p.details}, default=str) + "\n")
     has_plot = plot_loss(log_history, out_dir / "loss_curve.png")
-    plot_eval_curve(log_history, out_dir / "learning_curve.png")
+    curve = eval_curve(log_history)
+    plot_eval_curve(*curve, out_dir / "learning_curve.png")
     vis_dir = out_dir / "predictions"
     vis_dir.mkdir(exist_ok=True)
     shown: list[str] = []
@@ -161,7 +161,7 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
               f"- skipped samples: {summary.get('skipped_total', 0)} {summary.get('skipped', {})}", ""]
     if has_plot:
         lines += ["![loss curve](loss_curve.png)", ""]
-    lines += _curve_lines(log_history)
+    lines += _curve_lines(*curve)
     lines += ["## Held-out evaluation", "", "Per-sample answers and scores: `eval/<dataset>/results.jsonl`; "
               "the harness's own tables: `eval/report.md`.", "", "| dataset | task | n | score | baseline | notes |",
               "|---|---|---|---|---|---|"]

@@ -88,12 +88,12 @@ def score_sample(metric: str, record: dict, response: str, *, images: list[dict]
         if values is None:
             return {"iou": 0.0, "parsed": False, "kind": kind}
         orig = (int(img["width"]), int(img["height"]))
-        flags = _box_flags(values, box_format, codec.frame_limits(orig, (w, h)))
+        xlim, ylim = codec.frame_limits(orig, (w, h))
+        flags = _box_flags(values, box_format, (xlim, ylim))
         if flags.get("reversed"):
             # [x2, y2, x1, y1] is not the format asked for: counted and scored 0, never quietly re-sorted
             return {"iou": 0.0, "parsed": True, "kind": kind, **flags}
         if flags.get("outside"):
-            xlim, ylim = codec.frame_limits(orig, (w, h))
             values = [min(max(v, 0.0), xlim if i % 2 == 0 else ylim) for i, v in enumerate(values)]
         try:
             pred = codec.to_original(values, box_format, orig, (w, h))

@@ -328,20 +328,26 @@ def generate_demo_data(out_dir: str | Path, *, seed: int = 0, n_scenes: int = 12
     return manifest
 
 
+def fresh_manifest(out: Path, version: str, params: dict) -> dict | None:
+    """``out``'s manifest when a generator of ``version`` wrote it with ``params`` and every records file it
+    lists exists; None otherwise (missing, unreadable, stale or incomplete: generate again)."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        fresh = (manifest.get("version") == version and manifest.get("params") == params
+                 and all((out / f).is_file() for ds in manifest["datasets"] for f in ds["files"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        fresh = False
+    return manifest if fresh else None
+
+
 def ensure_demo_data(out_dir: str | Path, *, seed: int = 0, n_scenes: int = 1200, n_large: int = 2,
                      large_size: int = 8192, size_range: tuple[int, int] = (256, 2048),
                      splits: tuple[float, float, float] = (0.8, 0.1, 0.1), progress: bool = True,
                      workers: int | None = None) -> dict:
     """The manifest of ``out_dir``, generating the data first unless it exists with these parameters."""
     out = Path(out_dir)
-    wanted = _params(seed, n_scenes, n_large, large_size, size_range, splits)
-    try:
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        fresh = (manifest.get("version") == GENERATOR_VERSION and manifest.get("params") == wanted
-                 and all((out / f).is_file() for ds in manifest["datasets"] for f in ds["files"].values()))
-    except (OSError, ValueError, KeyError, TypeError):
-        fresh = False
-    if fresh:
+    manifest = fresh_manifest(out, GENERATOR_VERSION, _params(seed, n_scenes, n_large, large_size, size_range, splits))
+    if manifest is not None:
         return manifest
     return generate_demo_data(out, seed=seed, n_scenes=n_scenes, n_large=n_large, large_size=large_size,
                               size_range=size_range, splits=splits, progress=progress, workers=workers)

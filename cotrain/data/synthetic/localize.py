@@ -19,20 +19,20 @@ This module must not know models, prompts or box rendering.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from cotrain.data.synthetic.generate import fresh_manifest
 from cotrain.data.synthetic.objects import KINDS, PlacedObject, _corners, paint_objects
 from cotrain.data.synthetic.scenes import smooth_noise
 from cotrain.errors import ConfigError
 from cotrain.files import write_json_atomic, write_jsonl_atomic
 from cotrain.geometry.quads import order_quad
 
-LOCALIZE_VERSION = "2"
+LOCALIZE_VERSION = "3"
 """Bumped whenever the same parameters would produce different files."""
 LOC_KINDS = ("plane", "ship", "storage-tank", "tennis-court")
 """Object kinds of the set (distinct silhouettes); also its detection class list."""
@@ -127,12 +127,13 @@ def generate_localize_data(out_dir: str | Path, *, seed: int = 0, n_images: int 
     (out / "records").mkdir(exist_ok=True)
     datasets = []
     for name, task in LOC_DATASETS.items():
-        counts = {}
+        files, counts = {}, {}
         for split in ("train", "val", "test"):
             recs = rows.get((name, split), [])
-            write_jsonl_atomic(out / "records" / f"{name}_{split}.jsonl", recs)
+            files[split] = f"records/{name}_{split}.jsonl"
+            write_jsonl_atomic(out / files[split], recs)
             counts[split] = len(recs)
-        datasets.append({"name": name, "task": task, "counts": counts})
+        datasets.append({"name": name, "task": task, "files": files, "counts": counts})
     manifest = {"kind": "localize", "version": LOCALIZE_VERSION, "params": _params(seed, n_images),
                 "datasets": datasets}
     write_json_atomic(manifest_path, manifest)
@@ -145,13 +146,7 @@ def _params(seed: int, n_images: int) -> dict:
 
 def ensure_localize_data(out_dir: str | Path, *, seed: int = 0, n_images: int = 3000, progress: bool = True) -> dict:
     """Generate the localisation set unless ``out_dir`` already holds it with these parameters."""
-    path = Path(out_dir) / "manifest.json"
-    if path.exists():
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            manifest = {}
-        if (manifest.get("kind") == "localize" and manifest.get("version") == LOCALIZE_VERSION
-                and manifest.get("params") == _params(seed, n_images)):
-            return manifest
+    manifest = fresh_manifest(Path(out_dir), LOCALIZE_VERSION, _params(seed, n_images))
+    if manifest is not None and manifest.get("kind") == "localize":
+        return manifest
     return generate_localize_data(out_dir, seed=seed, n_images=n_images, progress=progress)
