@@ -202,12 +202,55 @@ class LoraConfig:
                               "enable one of them")
 
 
+SUPERVISIONS = ("original", "ir_aware", "mixed")
+
+
+@dataclass
+class ClipConfig:
+    """A CLIP-style RGB / IR / text model (``model.kind: clip``, ``cotrain.contrastive``)."""
+
+    supervision: str = "original"
+    """Which captions the IR images are paired with: original (the scene captions, as RGB), ir_aware (the records'
+    ir_captions) or mixed (the IR-text term is the mean of IR-original and IR-IR-aware). RGB-text always uses the
+    original captions, RGB-IR the twins."""
+    max_text_tokens: int = 77
+    """Text length in tokens (longer captions are cut, counted in the log); the tiny model's position table size."""
+    logit_scale_init: float = 2.6592
+    """Initial log of the logit scale (ln(1/0.07), CLIP's); a checkpoint's own value wins."""
+    logit_scale_max: float = 100.0
+    """The logit scale is clamped at this value (CLIP's 100)."""
+    image_size: int = 64
+    """Tiny model: input side in pixels (a checkpoint brings its own)."""
+    patch_size: int = 8
+    """Tiny model: ViT patch side."""
+    hidden_size: int = 64
+    """Tiny model: width of both towers (4 heads)."""
+    num_layers: int = 2
+    """Tiny model: transformer blocks per tower."""
+    projection_dim: int = 64
+    """Tiny model: size of the shared embedding."""
+
+    def __post_init__(self) -> None:
+        if self.supervision not in SUPERVISIONS:
+            raise ConfigError(f"model.clip.supervision={self.supervision!r}; use one of {', '.join(SUPERVISIONS)}")
+        if self.max_text_tokens < 2:
+            raise ConfigError(f"model.clip.max_text_tokens={self.max_text_tokens} must be >= 2 (text + end token)")
+        if not 1.0 < self.logit_scale_max:
+            raise ConfigError(f"model.clip.logit_scale_max={self.logit_scale_max} must be > 1")
+        if self.image_size % self.patch_size or self.hidden_size % 4:
+            raise ConfigError(f"model.clip: image_size {self.image_size} must be a multiple of patch_size "
+                              f"{self.patch_size}, hidden_size {self.hidden_size} a multiple of 4")
+
+
 @dataclass
 class ModelConfig:
     """Which model to train and how to run it."""
 
+    kind: str = "vlm"
+    """vlm: a Qwen-VL model trained on conversations; clip: a CLIP-style RGB / IR / text model trained
+    contrastively on triplet records (``model.clip``, README "RGB-IR contrastive training")."""
     path: str | None = None
-    """Local HF checkpoint directory. None = build the tiny random model below."""
+    """Local HF checkpoint directory (a CLIP checkpoint with kind clip). None = build the tiny random model."""
     arch: str | None = None
     """With path None: build a random-init model of a released architecture (cotrain.model.archs: qwen2_5_vl_3b,
     qwen2_5_vl_7b, qwen2_vl_2b, qwen2_vl_7b, qwen3_vl_2b, qwen3_vl_4b, qwen3_vl_8b) instead of the tiny one."""
@@ -228,8 +271,15 @@ class ModelConfig:
     """Train the language model (decoder, embeddings, lm_head); false freezes it."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapters via peft (off unless lora.enabled)."""
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    """Used only with kind clip."""
 
     def __post_init__(self) -> None:
+        if self.kind not in ("vlm", "clip"):
+            raise ConfigError(f"model.kind={self.kind!r}; use vlm (Qwen-VL) or clip (contrastive RGB / IR / text)")
+        if self.kind == "clip" and (self.arch or self.lora.enabled or self.liger):
+            raise ConfigError("model.kind=clip trains a whole CLIP model: model.arch, model.lora and model.liger are "
+                              "Qwen-VL settings; drop them")
         if self.arch is not None:
             from cotrain.model.archs import get_arch
 
@@ -298,8 +348,13 @@ class TrainConfig:
     """Resume from a checkpoint: a checkpoint directory, or auto = the newest complete one in output_dir/checkpoints."""
     save_total_limit: int | None = 3
     """Keep at most this many checkpoints (oldest deleted; None = keep all)."""
+    report_to: str = "none"
+    """none | tensorboard (the HF Trainer's logs under output_dir/checkpoints/runs/<time>; needs the tensorboard
+    package)."""
 
     def __post_init__(self) -> None:
+        if self.report_to not in ("none", "tensorboard"):
+            raise ConfigError(f"train.report_to={self.report_to!r}; use none or tensorboard")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
         if self.learning_rate <= 0:

@@ -24,6 +24,9 @@ Schema notes beyond shared/DESIGN.md section 4 (deliberate choices):
   strictly inside the triangle of the other three) is rejected: three different simple polygons
   share those vertices, and the metrics would silently score it as the hull triangle. Real
   annotations of the 4 corners of an object are convex; an arrowhead is a clicking error.
+* triplet (contrastive training, ``cotrain.contrastive``): ``images`` is exactly ``[rgb, ir]`` of the
+  same size (co-registered twins), ``captions`` the original (scene) captions and the optional
+  ``ir_captions`` the IR-aware ones (thermal cues). VLM recipes do not train on triplets.
 * The file must be UTF-8 (a leading byte-order mark is tolerated); other bytes are a
   ``RecordError`` naming ``file:line`` and the byte, never a decode traceback.
 """
@@ -40,7 +43,7 @@ from typing import Any
 from cotrain.errors import RecordError
 from cotrain.geometry.quads import is_convex_quad, quad_area
 
-TASKS = ("classification", "vqa", "mcq", "grounding", "detection", "captioning", "zoom_vqa", "conversation")
+TASKS = ("classification", "vqa", "mcq", "grounding", "detection", "captioning", "zoom_vqa", "conversation", "triplet")
 MODALITIES = ("rgb", "ir", "sar", "ms")
 ANSWER_TYPES = ("yes_no", "number", "word", "free")
 CAPTION_STYLES = ("scene", "ir_aware")
@@ -229,6 +232,21 @@ def _check_captioning(obj, images, w):
     _choice(obj, "caption_style", CAPTION_STYLES, w)
 
 
+def _check_triplet(obj, images, w):
+    """An RGB image, its IR twin (same size) and their captions: what contrastive training reads."""
+    mods = [img["modality"] for img in images]
+    if mods != ["rgb", "ir"]:
+        raise w.error("images", f"a triplet needs exactly [rgb, ir] images (the RGB image and its IR twin), got {mods}",
+                      "list the RGB image first and its IR twin second, or drop the record")
+    rgb, ir = images
+    if (rgb["width"], rgb["height"]) != (ir["width"], ir["height"]):
+        raise w.error("images[1]", f"the IR twin is {ir['width']}x{ir['height']} but the RGB image is "
+                      f"{rgb['width']}x{rgb['height']}", "co-register the twins (same grid) before converting")
+    _str_list(obj, "captions", w)
+    if "ir_captions" in obj:
+        _str_list(obj, "ir_captions", w)
+
+
 def _check_zoom_vqa(obj, images, w):
     _text(obj, "question", w)
     _text(obj, "answer", w)
@@ -280,7 +298,7 @@ def _check_conversation(obj, images, w):
 _CHECKS = {
     "classification": _check_classification, "vqa": _check_vqa, "mcq": _check_mcq,
     "grounding": _check_grounding, "detection": _check_detection, "captioning": _check_captioning,
-    "zoom_vqa": _check_zoom_vqa, "conversation": _check_conversation,
+    "zoom_vqa": _check_zoom_vqa, "conversation": _check_conversation, "triplet": _check_triplet,
 }
 assert set(_CHECKS) == set(TASKS)
 

@@ -80,6 +80,18 @@ def main(argv=None) -> int:
             benches = benches or resolve()
         else:
             benches = resolve()
+        from cotrain.contrastive.model import is_clip_checkpoint
+
+        out = Path(args.out or Path("outputs/eval") / Path(args.model).resolve().name)
+        if is_clip_checkpoint(args.model):  # embeddings, not generation: the tri-modal retrieval route
+            if world > 1:
+                raise CotrainError("a CLIP checkpoint is evaluated in one process (embeddings are computed once); "
+                                   "run cotrain eval without torchrun")
+            from cotrain.contrastive.evaluate import evaluate_clip
+
+            results = evaluate_clip(benches, args.model, out, max_samples=args.max_samples,
+                                    batch_size=args.batch_size, progress=not args.no_progress)
+            return _print_results(results, out)
         kwargs = {"adapter": args.adapter, "dtype": args.dtype, "batch_size": args.batch_size}
         if args.backend == "hf":
             kwargs["attn_implementation"] = args.attn
@@ -89,7 +101,6 @@ def main(argv=None) -> int:
                 kwargs["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         backend = load_backend(args.backend, args.model, **kwargs)
         override_limits(backend, args.min_pixels, args.max_pixels)
-        out = Path(args.out or Path("outputs/eval") / Path(args.model).resolve().name)
         opts = EvalOptions(max_samples=args.max_samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
                            overwrite=args.overwrite, progress=not args.no_progress,
                            model_key={"model": weights_fingerprint(args.model),
@@ -106,10 +117,13 @@ def main(argv=None) -> int:
             close_process_group()
         except Exception:  # noqa: BLE001 - never mask the real outcome at shutdown
             pass
-    if rank == 0:
-        print(f"wrote {out / 'report.md'}, {out / 'metrics.json'}")
-        from cotrain.eval.summary import flat_results
+    return _print_results(results, out) if rank == 0 else 0
 
-        print("EVAL_RESULT " + json.dumps({k: {m: v for m, v in r.items() if isinstance(v, (int, float))}
-                                          for k, r in flat_results(results).items()}))
+
+def _print_results(results: dict, out: Path) -> int:
+    from cotrain.eval.summary import flat_results
+
+    print(f"wrote {out / 'report.md'}, {out / 'metrics.json'}")
+    print("EVAL_RESULT " + json.dumps({k: {m: v for m, v in r.items() if isinstance(v, (int, float))}
+                                      for k, r in flat_results(results).items()}))
     return 0

@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             for ld in validate_only(cfg):
                 print(f"ok  {ld.cfg.name:<16} {len(ld.records):>7} records  {ld.cfg.records}")
             return 0
-        from cotrain.training.recipe import run as run_training
+        if cfg.model.kind == "clip":  # contrastive RGB / IR / text training (cotrain.contrastive)
+            from cotrain.contrastive.recipe import run as run_training
+        else:
+            from cotrain.training.recipe import run as run_training
 
         result = run_training(cfg)
     except CotrainError as e:
@@ -53,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     from cotrain.eval.summary import headline_key
 
     for name, m in result["eval"].items():
+        if m.get("metric") == "triplet_retrieval":
+            print(f"  {name:<16} retrieval      mean R {m.get('mean_recall', float('nan')):.2f} "
+                  f"(random {m.get('chance_mean_recall', float('nan')):.2f})")
+            continue
         extra = f" (chance {m['chance']:.3f})" if "chance" in m else ""
         key = headline_key(m)
         if key:

@@ -98,6 +98,9 @@ def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
     from cotrain.config import DataConfig, DatasetConfig
     from cotrain.data.dataset import SampleBuilder, load_dataset, read_record
 
+    if bench.metric == "triplet_retrieval":
+        raise ConfigError(f"benchmark {bench.name!r} ranks RGB / IR images and captions by embeddings: evaluate a CLIP "
+                          "checkpoint (model.kind: clip) on it, not a vision-language model")
     if bench.metric == "retrieval":
         if bench.task != "captioning":
             raise ConfigError(f"benchmark {bench.name!r}: retrieval ranks the captions of captioning records; "
@@ -400,7 +403,7 @@ def _retrieval_summary(p: Prepared, rows: list[dict]) -> dict:
     """R@1/5/10 both ways and mean recall over the images that could be read (and their captions)."""
     import numpy as np
 
-    from cotrain.metrics.retrieval import retrieval_summary
+    from cotrain.metrics.retrieval import chance_recall, retrieval_summary
 
     _, owner = retrieval_texts(p)
     ok = [r for r in rows if not r.get("error")]
@@ -412,14 +415,9 @@ def _retrieval_summary(p: Prepared, rows: list[dict]) -> dict:
     sim = np.array([[r["scores"][t] for t in cols] for r in ok])
     out = retrieval_summary(sim, [order[owner[t]] for t in cols])
     out.update({"n": len(ok), "texts": len(cols), "score": "mean log-probability of the caption given the image"})
-    # what random scores give: P(one of the r relevant items among the top k of m) = 1 - C(m-r, k) / C(m, k)
-    from math import comb
-
-    def hit(m: int, r: int, k: int) -> float:
-        return 1.0 if k >= m else 1 - comb(m - r, k) / comb(m, k)
-
     per_image = round(len(cols) / len(ok))
-    chance = [hit(len(cols), per_image, k) for k in (1, 5, 10)] + [hit(len(ok), 1, k) for k in (1, 5, 10)]
+    txt, img = chance_recall(len(cols), [per_image] * len(ok)), chance_recall(len(ok), [1] * len(cols))
+    chance = list(txt.values()) + list(img.values())
     out["chance_mean_recall"] = 100.0 * sum(chance) / 6
     return out
 

@@ -25,12 +25,14 @@ import yaml
 from cotrain.config import bind_dataclass, suggest_key
 from cotrain.errors import ConfigError
 
-METRICS = ("classification", "vqa", "mcq", "grounding", "captioning", "detection", "retrieval", "mixed")
+METRICS = ("classification", "vqa", "mcq", "grounding", "captioning", "detection", "retrieval", "mixed",
+           "triplet_retrieval")
 """Metric families; ``vqa`` also reports yes/no accuracy and counting MAE by answer type; ``mixed``
 (task ``mixed``) scores each record by its own task's metric and reports each task apart."""
 
 TASK_METRIC = {"classification": "classification", "vqa": "vqa", "zoom_vqa": "vqa", "mcq": "mcq",
-               "grounding": "grounding", "captioning": "captioning", "detection": "detection", "mixed": "mixed"}
+               "grounding": "grounding", "captioning": "captioning", "detection": "detection", "mixed": "mixed",
+               "triplet": "triplet_retrieval"}
 """Default metric of each record task."""
 
 
@@ -65,8 +67,13 @@ class BenchmarkOptions:
     """Split of a public benchmark's standard files."""
     captions_per_image: int | None = None
     """Retrieval: captions per image (several captions handled as one image's)."""
+    ir_texts: str | None = None
+    """Tri-modal retrieval: the captions IR images are matched with: auto (ir_captions when every record has them),
+    captions or ir_captions."""
 
     def __post_init__(self):
+        if self.ir_texts not in (None, "auto", "captions", "ir_captions"):
+            raise ConfigError(f"ir_texts={self.ir_texts!r}; use auto, captions or ir_captions")
         if self.box_format not in (None, "hbb", "obb", "quad"):
             raise ConfigError(f"box_format={self.box_format!r}; use hbb, obb or quad")
         if self.prompt_style not in (None, "plain", "json"):
@@ -133,8 +140,12 @@ DEMO_SPLITS = {
     "syn_zoom": ("syn_zoom", "zoom_vqa", {}),
     # image <-> caption retrieval by caption likelihood: images x captions forward passes, so a subset
     "syn_retrieval": ("syn_cap_rgb", "captioning", {"metric": "retrieval", "max_samples": 40}),
+    # RGB / IR / text retrieval of a CLIP model (model.kind: clip); not part of ``demo`` (a VLM's suite)
+    "syn_triplet_retrieval": ("syn_triplet", "triplet", {}),
 }
 """The synthetic demo splits (``cotrain make-demo-data``), evaluated on their ``test`` split by default."""
+CLIP_SPLITS = ("syn_triplet_retrieval",)
+"""Demo splits for CLIP checkpoints, left out of ``--bench demo``."""
 
 
 def demo_benchmark(name: str, data_root: str | Path, split: str = "test") -> Benchmark:
@@ -211,7 +222,7 @@ def resolve_benchmarks(spec: str, *, data_root: str | Path = "outputs/demo_data"
         if item.endswith((".yaml", ".yml")) or Path(item).is_file():
             out.extend(load_benchmark_file(item))
         elif item == "demo":
-            out.extend(demo_benchmark(n, data_root, split) for n in DEMO_SPLITS)
+            out.extend(demo_benchmark(n, data_root, split) for n in DEMO_SPLITS if n not in CLIP_SPLITS)
         elif item.removeprefix("demo:") in DEMO_SPLITS:
             out.append(demo_benchmark(item.removeprefix("demo:"), data_root, split))
         elif item in SOURCES:

@@ -17,6 +17,8 @@ HEADLINE = {
     "grounding": ["acc@0.5", "acc@0.7", "acc@0.9", "miou", "parse_rate"],
     "captioning": ["CIDEr", "BLEU-1", "BLEU-4", "METEOR", "ROUGE-L"],
     "detection": ["APnc50", "APnc75", "APnc50:95", "mF1", "objects_parsed", "objects_gt"],
+    "triplet_retrieval": ["mean_recall", "chance_mean_recall", "ir2text_r@1", "text2ir_r@1", "rgb2ir_r@1",
+                          "ir2rgb_r@1", "rgb2text_r@1", "text2rgb_r@1"],
     "retrieval": ["mean_recall", "chance_mean_recall", "txt_r@1", "txt_r@5", "txt_r@10", "img_r@1", "img_r@5", "img_r@10"],
 }
 

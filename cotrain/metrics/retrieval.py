@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["recall_at_k", "retrieval_summary"]
+__all__ = ["chance_recall", "embedding_recall", "recall_at_k", "retrieval_summary"]
 
 
 def recall_at_k(scores: np.ndarray, positives: Sequence[Iterable[int]], ks: Sequence[int] = (1, 5, 10)) -> dict:
@@ -84,3 +84,59 @@ def retrieval_summary(sim_img_text: np.ndarray, text_to_image: Sequence[int]) ->
     out.update({f"img_r@{k}": 100.0 * img[f"r@{k}"] for k in ks})
     out["mean_recall"] = sum(out.values()) / 6.0
     return out
+
+
+def _positive_lists(positives: Sequence[Iterable[int]], n_items: int) -> list[np.ndarray]:
+    out = []
+    for q, pos in enumerate(positives):
+        idx = np.fromiter(pos, dtype=np.int64)
+        if idx.size == 0:
+            raise ValueError(f"query {q} has no relevant item; recall is undefined for it")
+        if idx.min() < 0 or idx.max() >= n_items:
+            raise ValueError(f"query {q}: relevant items {sorted(idx.tolist())[:10]} outside 0..{n_items - 1}")
+        out.append(idx)
+    return out
+
+
+def embedding_recall(queries: np.ndarray, items: np.ndarray, positives: Sequence[Iterable[int]],
+                     ks: Sequence[int] = (1, 5, 10), chunk: int = 1024) -> dict:
+    """``recall_at_k`` of the dot-product scores ``queries @ items.T``, without the full score matrix.
+
+    Query rows are scored ``chunk`` at a time; each query's 0-based rank is the count of items
+    scored above its best relevant item plus the irrelevant ties (pessimistic, as ``recall_at_k``),
+    so memory is ``chunk x items`` and the result equals ``recall_at_k`` on the full float32 scores.
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    it = np.ascontiguousarray(items, dtype=np.float32)
+    if q.ndim != 2 or it.ndim != 2 or q.shape[1] != it.shape[1]:
+        raise ValueError(f"queries {q.shape} and items {it.shape} must be 2-D with the same embedding size")
+    if len(positives) != q.shape[0]:
+        raise ValueError(f"positives has {len(positives)} entries for {q.shape[0]} queries (one set per query)")
+    if any(k < 1 for k in ks):
+        raise ValueError(f"k must be >= 1; got {list(ks)}")
+    if not (np.isfinite(q).all() and np.isfinite(it).all()):
+        raise ValueError("embeddings contain NaN or inf; a NaN similarity has no rank (fix the encoder)")
+    pos = _positive_lists(positives, it.shape[0])
+    if not pos:
+        return {f"r@{k}": None for k in ks}
+    ranks = np.empty(len(pos), dtype=np.int64)
+    for start in range(0, len(pos), chunk):
+        s = q[start:start + chunk] @ it.T
+        rows = np.concatenate([np.full(len(p), i) for i, p in enumerate(pos[start:start + chunk])])
+        cols = np.concatenate(pos[start:start + chunk])
+        relevant = np.zeros(s.shape, dtype=bool)
+        relevant[rows, cols] = True
+        best = np.where(relevant, s, -np.inf).max(axis=1, keepdims=True)
+        ranks[start:start + len(s)] = (s > best).sum(axis=1) + ((s == best) & ~relevant).sum(axis=1)
+    return {f"r@{k}": float((ranks < k).mean()) for k in ks}
+
+
+def chance_recall(n_items: int, n_relevant: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Expected R@k of random scores: per query 1 - C(m - r, k) / C(m, k), averaged over the queries."""
+    from math import comb
+
+    def hit(r: int, k: int) -> float:
+        return 1.0 if k >= n_items else 1 - comb(n_items - r, k) / comb(n_items, k)
+
+    n = max(len(n_relevant), 1)
+    return {f"r@{k}": sum(hit(int(r), k) for r in n_relevant) / n for k in ks}

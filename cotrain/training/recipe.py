@@ -165,8 +165,11 @@ def log_data_plan(cfg: RunConfig, train_sets: list[LoadedDataset], train_ds, uni
                  int(t.batch_size * t.grad_accum * world * cfg.data.max_length * train_ds.fill))
 
 
-def training_arguments(cfg: RunConfig, out_dir: Path):
-    """HF ``TrainingArguments`` from the recipe (DeepSpeed config resolved and checked)."""
+def training_arguments(cfg: RunConfig, out_dir: Path, *, drop_last: bool = False):
+    """HF ``TrainingArguments`` from the recipe (DeepSpeed config resolved and checked).
+
+    ``drop_last``: drop an epoch's incomplete last batch (contrastive training: a batch is a set of negatives).
+    """
     import torch
     from transformers import TrainingArguments
 
@@ -191,8 +194,20 @@ def training_arguments(cfg: RunConfig, out_dir: Path):
         # non-reentrant: works when the embeddings are frozen (LoRA, train_language=false)
         gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         dataloader_num_workers=cfg.data.num_workers, dataloader_pin_memory=not use_cpu,
-        remove_unused_columns=False, report_to="none", use_cpu=use_cpu, disable_tqdm=False,
+        remove_unused_columns=False, report_to=report_to(t.report_to), use_cpu=use_cpu, disable_tqdm=False,
+        dataloader_drop_last=drop_last,  # tensorboard logs go to output_dir/checkpoints/runs/<time>
     )
+
+
+def report_to(name: str) -> str:
+    """The Trainer's ``report_to``; tensorboard without its package is a ConfigError naming the fix."""
+    if name == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("train.report_to=tensorboard needs the tensorboard package: pip install tensorboard, "
+                              "or set train.report_to=none") from None
+    return name
 
 
 def zero3(trainer) -> bool:

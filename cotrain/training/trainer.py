@@ -38,6 +38,9 @@ log = logging.getLogger("cotrain")
 class CotrainTrainer(Trainer):
     """See the module docstring. ``run_cfg``: the run's config (loss, optimizer groups, checkpoint state)."""
 
+    needs_vision_keepalive = True
+    """Whether batches may lack images (a subclass whose batches always hold them sets False)."""
+
     def __init__(self, *args: Any, run_cfg: RunConfig, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.run_cfg = run_cfg
@@ -48,7 +51,7 @@ class CotrainTrainer(Trainer):
         self.accounting = RunAccounting()
         self._step_samples = 0
         self._staging_root: Path | None = None
-        self.vision_keepalive = bool(self.args.deepspeed) or self.args.world_size > 1
+        self.vision_keepalive = self.needs_vision_keepalive and (bool(self.args.deepspeed) or self.args.world_size > 1)
         if self.vision_keepalive:
             # a batch without images must still run the vision tower (ZeRO-3 gathers its weights
             # collectively, in execution order; DDP expects its gradients): a zero-contribution

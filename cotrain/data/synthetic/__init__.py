@@ -4,8 +4,8 @@ Workflow: ``plan_scenes`` decides every scene up front (class, size, split by sc
 seed; ``render_scene`` lays out land covers (``scenes``), places and paints DOTA-style objects
 (``objects``) and adds sensor noise, giving an RGB image and its thermal-infrared-like twin;
 ``write_scene`` saves them (PNG, or tiled TIFF for large zoom images); the builders in ``tasks``
-turn each scene into records of the ten ``DATASETS`` (syn_cls, syn_vqa, syn_mcq, syn_grounding,
-syn_det, syn_cap_rgb, syn_cap_ir, syn_cap_dual, syn_zoom, syn_conv); ``generate_demo_data``
+turn each scene into records of the eleven ``DATASETS`` (syn_cls, syn_vqa, syn_mcq, syn_grounding,
+syn_det, syn_cap_rgb, syn_cap_ir, syn_cap_dual, syn_zoom, syn_conv, syn_triplet); ``generate_demo_data``
 writes them as ``records/<dataset>_<split>.jsonl`` plus ``manifest.json``, and
 ``ensure_demo_data`` does so only when the manifest is missing or was made with other parameters.
 ``localize`` is a second, separate set (large objects on plain ground: loc_grounding, loc_det)

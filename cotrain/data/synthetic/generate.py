@@ -39,7 +39,7 @@ from cotrain.data.synthetic.scenes import (
 from cotrain.data.synthetic.tasks import DATASETS, SCENE_BUILDERS, SceneInfo, zoom_records
 from cotrain.errors import ConfigError
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: syn_triplet (RGB + IR twin + scene and IR-aware captions)
 """Bumped whenever the same parameters would produce different files; forces regeneration."""
 SPLITS = ("train", "val", "test")
 SMALL_SIDE_MAX = 512

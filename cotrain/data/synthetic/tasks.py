@@ -26,7 +26,7 @@ from cotrain.tasks.templates import ninth_phrase
 DATASETS: dict[str, str] = {
     "syn_cls": "classification", "syn_vqa": "vqa", "syn_mcq": "mcq", "syn_grounding": "grounding",
     "syn_det": "detection", "syn_cap_rgb": "captioning", "syn_cap_ir": "captioning",
-    "syn_cap_dual": "captioning", "syn_zoom": "zoom_vqa", "syn_conv": "conversation",
+    "syn_cap_dual": "captioning", "syn_zoom": "zoom_vqa", "syn_conv": "conversation", "syn_triplet": "triplet",
 }
 """Dataset name -> task of every record in it."""
 
@@ -298,6 +298,12 @@ def caption_dual_records(scene: SceneInfo, rng: np.random.Generator) -> list[dic
              "caption_style": "ir_aware"}]
 
 
+def triplet_records(scene: SceneInfo, rng: np.random.Generator) -> list[dict]:
+    """The RGB image, its IR twin, the scene captions and the IR-aware captions (contrastive training)."""
+    return [{"id": f"{scene.scene_id}-trip", "task": "triplet", "images": [scene.image("rgb"), scene.image("ir")],
+             "captions": rgb_captions(scene, rng), "ir_captions": ir_captions(scene, rng)}]
+
+
 def conversation_records(scene: SceneInfo, rng: np.random.Generator) -> list[dict]:
     if not scene.conversation:
         return []
@@ -326,6 +332,7 @@ SCENE_BUILDERS: dict[str, Callable[[SceneInfo, np.random.Generator], list[dict]]
     "syn_cls": classification_records, "syn_vqa": vqa_records, "syn_mcq": mcq_records,
     "syn_grounding": grounding_records, "syn_det": detection_records, "syn_cap_rgb": caption_rgb_records,
     "syn_cap_ir": caption_ir_records, "syn_cap_dual": caption_dual_records, "syn_conv": conversation_records,
+    "syn_triplet": triplet_records,  # last: the seeds of the other builders stay as they were
 }
 """Dataset -> builder of its records from one ordinary scene (all but syn_zoom)."""
 
