@@ -21,6 +21,9 @@ Each triplet gives up to three records (``kinds``), ids ``<id>#rgb``, ``<id>#ir`
 * ``ir``   : the IR image (modality ``ir``), ``caption_style: "ir_aware"``, ``ir_captions`` or ``captions``;
 * ``dual`` : both images (RGB first), ``caption_style: "ir_aware"`` when ``dual_captions`` or
   ``ir_captions`` exist (the text then speaks about thermal cues), else ``"scene"``.
+* ``triplet`` (not written by default; contrastive training): task ``triplet``, both images,
+  ``captions`` = ``rgb_captions`` or ``captions`` (the original ones), ``ir_captions`` = the entry's
+  IR-aware ``ir_captions`` when it has them. Twins of different sizes are skipped (``twin_size_mismatch``).
 
 A kind whose image is missing or unreadable is skipped alone (counted); the others are kept.
 Must not decode pixels or register the two images.
@@ -41,7 +44,8 @@ from cotrain.converters.base import (
 )
 from cotrain.converters.scenes import IMAGE_EXTENSIONS
 
-KINDS = ("rgb", "ir", "dual")
+KINDS = ("rgb", "ir", "dual", "triplet")
+DEFAULT_KINDS = ("rgb", "ir", "dual")
 CAPTION_FILE = "captions.json"
 
 
@@ -119,8 +123,9 @@ def _entries_from_folder(root: Path) -> Iterator[tuple[str, object]]:
 
 
 def convert_fusionrs(src: str | Path, out_jsonl: str | Path, *, image_root: str | Path | None = None,
-                     split: str | None = None, kinds: Sequence[str] = KINDS, on_bad: str = "skip") -> ConvertReport:
-    """Write rgb / ir-aware / dual-modal captioning records for every triplet of ``src`` (file or folder)."""
+                     split: str | None = None, kinds: Sequence[str] = DEFAULT_KINDS,
+                     on_bad: str = "skip") -> ConvertReport:
+    """Write rgb / ir-aware / dual-modal captioning (and triplet) records for every triplet of ``src``."""
     src = Path(src)
     bad_kinds = [k for k in kinds if k not in KINDS]
     if bad_kinds or not kinds:
@@ -172,10 +177,13 @@ def convert_fusionrs(src: str | Path, out_jsonl: str | Path, *, image_root: str 
                 images[modality] = {"path": rel, "modality": modality, "width": width, "height": height}
             for kind in kinds:
                 kwhere = f"{where} ({tid}#{kind})"
-                needed = ("rgb", "ir") if kind == "dual" else (kind,)
+                needed = ("rgb", "ir") if kind in ("dual", "triplet") else (kind,)
                 errors = [images[m] for m in needed if isinstance(images[m], ConvertError)]
                 if errors:
                     report.skip(errors[0].reason, f"{kwhere}: {errors[0]}")
+                    continue
+                if kind == "triplet":
+                    _write_triplet(writer, report, tid, images, general, per_kind, kwhere)
                     continue
                 if kind == "dual":
                     captions = per_kind["dual"] or per_kind["ir"] or general
@@ -191,3 +199,19 @@ def convert_fusionrs(src: str | Path, out_jsonl: str | Path, *, image_root: str 
                               "images": [images[m] for m in needed],
                               "captions": captions, "caption_style": style}, kwhere)
     return report
+
+
+def _write_triplet(writer, report: ConvertReport, tid: str, images: dict, general, per_kind: dict, where: str) -> None:
+    rgb, ir = images["rgb"], images["ir"]
+    if (rgb["width"], rgb["height"]) != (ir["width"], ir["height"]):
+        report.skip("twin_size_mismatch", f"{where}: the IR twin is {ir['width']}x{ir['height']} but the RGB image "
+                    f"is {rgb['width']}x{rgb['height']}. Co-register the pair or drop it")
+        return
+    captions = per_kind["rgb"] or general
+    if not captions:
+        report.skip("no_captions", f"{where}: no original caption. Add 'captions' or 'rgb_captions' to the entry")
+        return
+    rec = {"id": f"{tid}#triplet", "task": "triplet", "images": [rgb, ir], "captions": captions}
+    if per_kind["ir"]:
+        rec["ir_captions"] = per_kind["ir"]
+    writer.write(rec, where)

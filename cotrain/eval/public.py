@@ -168,6 +168,10 @@ def _fusion_ir_caption(root: Path, out: Path) -> ConvertReport:
     return convert_fusionrs(root / "FusionRS" / "test", out, kinds=("ir",))
 
 
+def _fusion_triplets(root: Path, out: Path) -> ConvertReport:
+    return convert_fusionrs(root / "FusionRS" / "test", out, kinds=("triplet",))
+
+
 def _fusion_qa(qa_type: str):
     def convert(root: Path, out: Path) -> ConvertReport:
         return convert_fusionrs_qa(root / "FusionRS" / "test" / "qa.json", out, qa_type=qa_type)
@@ -262,6 +266,11 @@ _ENTRIES = [
                     "FusionRS/test/rgb/<name>, FusionRS/test/ir/<name>, FusionRS/test/captions.json (name -> captions "
                     "or {ir_captions: [...]}) [assumed layout]", "FusionRS (RGB-infrared captioning / QA)",
                     {"max_new_tokens": 128}, _fusion_ir_caption,
+                    ("FusionRS/test/captions.json", "FusionRS/test/rgb", "FusionRS/test/ir"), image_dir="FusionRS/test"),
+    PublicBenchmark("fusionrs_retrieval", "triplet", "triplet_retrieval",
+                    "FusionRS/test/rgb/<name>, FusionRS/test/ir/<name>, FusionRS/test/captions.json (name -> captions "
+                    "or {captions: [...], ir_captions: [...]}) [assumed layout]",
+                    "FusionRS (RGB-infrared-text retrieval, CLIP checkpoints)", {}, _fusion_triplets,
                     ("FusionRS/test/captions.json", "FusionRS/test/rgb", "FusionRS/test/ir"), image_dir="FusionRS/test"),
     *[PublicBenchmark(f"fusionrs_{t}_qa", "vqa", "vqa", _FUSION_QA_LAYOUT.format(t=t), "FusionRS (RGB-infrared QA)",
                       {"max_new_tokens": 32}, _fusion_qa(t), ("FusionRS/test/qa.json",), image_dir="FusionRS/test")

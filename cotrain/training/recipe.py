@@ -102,11 +102,28 @@ def share_class_lists(train: list[LoadedDataset], evals: list[LoadedDataset]) ->
             ld.classes = sorted(set(src.classes) | set(ld.classes))
 
 
+def refuse_triplets(loaded: list[LoadedDataset]) -> None:
+    """A vision-language recipe cannot train on triplet records (they are contrastive data)."""
+    for ld in loaded:
+        rec = next((r for r in ld.records if r["task"] == "triplet"), None)
+        if rec is not None:
+            raise ConfigError(f"dataset {ld.cfg.name!r}: record {rec['id']!r} is a triplet (RGB + IR twin + captions), "
+                              "which trains a CLIP model: set model.kind: clip, or convert the data to captioning "
+                              "records (cotrain convert fusionrs --kinds rgb,ir,dual)")
+
+
 def validate_only(cfg: RunConfig) -> list[LoadedDataset]:
     """Check config, files and records without building a model (``cotrain train --validate``)."""
-    train_sets, _ = setup_data(cfg)
+    train_sets, eval_sets = setup_data(cfg)
     if not train_sets:
         raise ConfigError("no training datasets")
+    if cfg.model.kind == "clip":
+        from cotrain.contrastive.data import check_triplet_sets
+
+        check_triplet_sets(train_sets, cfg.model.clip.supervision)
+        check_triplet_sets(eval_sets, "original", "data.eval_datasets")
+    else:
+        refuse_triplets(train_sets + eval_sets)
     return train_sets
 
 
@@ -251,6 +268,7 @@ def run(cfg: RunConfig) -> dict:
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     t0 = time.time()
     train_sets, eval_sets = setup_data(cfg)
+    refuse_triplets(train_sets + eval_sets)
     clean_staging(out_dir / "checkpoints")
     resume = resolve_resume(cfg)  # checked (files, recipe) before the model is loaded
     if resume is not None:
