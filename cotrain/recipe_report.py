@@ -40,7 +40,8 @@ class DatasetMix:
     tokens: float
     """Estimated tokens per epoch (samples x mean tokens per sample)."""
     over_length: int
-    """Sampled records whose estimate exceeds data.max_length (they would be skipped)."""
+    """Sampled records whose estimate exceeds data.max_length (they would be skipped); for a CLIP recipe, whose
+    first caption exceeds model.clip.max_text_tokens (it would be cut)."""
     bad_images: dict = field(default_factory=dict)
     """Image problems found by reading headers: reason -> count."""
 
@@ -62,6 +63,21 @@ def _tokenizer_side(cfg: RunConfig):
 
 HEADER_CHECK_LIMIT = 10_000
 """Records whose image headers are checked in a lazily read (large) dataset; small ones are checked whole."""
+
+
+def _length_of(cfg: RunConfig):
+    """(tokens of a sampled record, the limit a sample must fit): a VLM's conversation, or a CLIP's caption."""
+    if cfg.model.kind == "clip":
+        from cotrain.contrastive.model import clip_processor
+
+        processor = clip_processor(cfg)
+        # the untruncated caption + end token; longer than max_text_tokens means cut at training time
+        return (lambda rec, ld, i: len(processor.tokenizer(rec["captions"][0])["input_ids"]) + 1,
+                processor.max_text_tokens)
+    encoder, family = _tokenizer_side(cfg)
+    builder = SampleBuilder(encoder, family, cfg.data)
+    # the conversation training would build: downscaled to fit when data.too_long=downscale
+    return (lambda rec, ld, i: builder.fitted_conversation(rec, ld, 0, i)[1]), cfg.data.max_length
 
 
 def _checked_records(ld: LoadedDataset, problems: Counter):
@@ -104,8 +120,7 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
     from cotrain.training.recipe import setup_data
 
     train_sets, _ = setup_data(cfg)
-    encoder, family = _tokenizer_side(cfg)
-    builder = SampleBuilder(encoder, family, cfg.data)
+    length, limit = _length_of(cfg)
     from cotrain.data.mixture import MixtureSampler
 
     realised = MixtureSampler([len(ld.records) for ld in train_sets], [ld.cfg.weight for ld in train_sets],
@@ -115,14 +130,12 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
         tokens, over = [], 0
         for i in range(min(sample_per_dataset, len(ld.records))):
             try:
-                rec = read_record(ld, i)
-                # the conversation training would build: downscaled to fit when data.too_long=downscale
-                _, n = builder.fitted_conversation(rec, ld, 0, i)
+                n = length(read_record(ld, i), ld, i)
             except BadRecordError as e:
                 log.warning("record %s of %s: %s", e.record_id, ld.cfg.name, e)
                 continue
             tokens.append(n)
-            over += n > cfg.data.max_length
+            over += n > limit
         mean_tokens = sum(tokens) / len(tokens) if tokens else 0.0
         tasks = Counter(r["task"] for r in _checked_records(ld, Counter()))
         bad = dict(check_image_headers(ld)) if check_images else {}
@@ -151,15 +164,15 @@ def by_task(mix: list[DatasetMix]) -> dict[str, dict]:
     return dict(agg)
 
 
-def format_mix(mix: list[DatasetMix], max_length: int) -> str:
-    """Plain-text tables per dataset and per task."""
+def format_mix(mix: list[DatasetMix], max_length: int, limit_name: str = "max_length") -> str:
+    """Plain-text tables per dataset and per task (``limit_name``: what ``max_length`` is, for the notes)."""
     total_tokens = sum(m.tokens for m in mix) or 1.0
     lines = [f"{'dataset':<18}{'task':<15}{'records':>9}{'weight':>8}{'samples':>9}{'share':>8}{'images':>8}"
              f"{'tok/sample':>11}{'tokens':>12}{'tok share':>10}  notes"]
     for m in mix:
         notes = []
         if m.over_length:
-            notes.append(f"{m.over_length} sampled > max_length {max_length}")
+            notes.append(f"{m.over_length} sampled > {limit_name} {max_length}")
         if m.bad_images:
             notes.append("images: " + ", ".join(f"{k} {v}" for k, v in m.bad_images.items()))
         lines.append(f"{m.name:<18}{m.task:<15}{m.records:>9}{m.weight:>8.2f}{m.samples:>9}{m.share:>8.1%}"

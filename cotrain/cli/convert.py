@@ -133,7 +133,7 @@ def _fusionrs(p):
     p.add_argument("--image-root", default=None, help="folder image paths are relative to "
                    "(default: the list file's folder, or the folder itself)")
     p.add_argument("--split", default=None, help="keep only entries whose 'split' is this value")
-    p.add_argument("--kinds", default="rgb,ir,dual", help="record kinds to write (comma list of rgb, ir, dual, triplet; "
+    p.add_argument("--kinds", default="rgb,ir,dual", help="record kinds to write (comma list of rgb, ir, dual, ir_original, triplet; "
                    "triplet = both images with original and IR-aware captions, for model.kind: clip)")
     return lambda a: run_converter(CONVERTERS["fusionrs"], a.src, a.out, image_root=a.image_root, split=a.split,
                                    kinds=[k.strip() for k in a.kinds.split(",") if k.strip()], on_bad=a.on_bad)

@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     except CotrainError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_mix(mix, cfg.data.max_length))
+    if cfg.model.kind == "clip":
+        print(format_mix(mix, cfg.model.clip.max_text_tokens, "max_text_tokens"))
+    else:
+        print(format_mix(mix, cfg.data.max_length))
     png = Path(args.png) if args.png else Path(cfg.train.output_dir) / "recipe_mix.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     plot_mix(mix, png)

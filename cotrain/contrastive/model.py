@@ -92,14 +92,31 @@ class ClipProcessor:
         return cls(AutoTokenizer.from_pretrained(str(p)), CLIPImageProcessorPil.from_pretrained(str(p)), max_text_tokens)
 
 
-def tiny_clip(clip_cfg, seed: int = 0):
-    """(random CLIPModel, ClipProcessor) of the sizes in ``clip_cfg`` (``cotrain.config.ClipConfig``)."""
-    from transformers import CLIPConfig, CLIPModel
+def tiny_processor(clip_cfg) -> ClipProcessor:
+    """The tiny model's processor: the byte-level tokenizer and CLIP's image steps at ``image_size``."""
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     from cotrain.model.processor import build_byte_tokenizer
 
-    tok = build_byte_tokenizer()
+    c = clip_cfg
+    images = CLIPImageProcessorPil(size={"shortest_edge": c.image_size},
+                                   crop_size={"height": c.image_size, "width": c.image_size},
+                                   image_mean=list(_CLIP_MEAN), image_std=list(_CLIP_STD))
+    return ClipProcessor(build_byte_tokenizer(), images, c.max_text_tokens)
+
+
+def clip_processor(cfg) -> ClipProcessor:
+    """The processor of a ``model.kind: clip`` recipe without its weights (``cotrain inspect``)."""
+    m = cfg.model
+    return ClipProcessor.load(m.path, m.clip.max_text_tokens) if m.path else tiny_processor(m.clip)
+
+
+def tiny_clip(clip_cfg, seed: int = 0):
+    """(random CLIPModel, ClipProcessor) of the sizes in ``clip_cfg`` (``cotrain.config.ClipConfig``)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    processor = tiny_processor(clip_cfg)
+    tok = processor.tokenizer
     c = clip_cfg
     tower = dict(hidden_size=c.hidden_size, intermediate_size=4 * c.hidden_size, num_hidden_layers=c.num_layers,
                  num_attention_heads=4)
@@ -109,11 +126,7 @@ def tiny_clip(clip_cfg, seed: int = 0):
         vision_config=dict(tower, image_size=c.image_size, patch_size=c.patch_size),
         projection_dim=c.projection_dim, logit_scale_init_value=c.logit_scale_init)
     torch.manual_seed(seed)
-    model = CLIPModel(config)
-    images = CLIPImageProcessorPil(size={"shortest_edge": c.image_size},
-                                   crop_size={"height": c.image_size, "width": c.image_size},
-                                   image_mean=list(_CLIP_MEAN), image_std=list(_CLIP_STD))
-    return model, ClipProcessor(tok, images, c.max_text_tokens)
+    return CLIPModel(config), processor
 
 
 def load_clip(path: str | Path, max_text_tokens: int | None = None):

@@ -21,6 +21,9 @@ Each triplet gives up to three records (``kinds``), ids ``<id>#rgb``, ``<id>#ir`
 * ``ir``   : the IR image (modality ``ir``), ``caption_style: "ir_aware"``, ``ir_captions`` or ``captions``;
 * ``dual`` : both images (RGB first), ``caption_style: "ir_aware"`` when ``dual_captions`` or
   ``ir_captions`` exist (the text then speaks about thermal cues), else ``"scene"``.
+* ``ir_original`` (not written by default; the ``original`` supervision of FusionRS tuning): the IR
+  image with the original captions (``rgb_captions`` or ``captions``), ``caption_style: "scene"``, id
+  ``<id>#ir_original``.
 * ``triplet`` (not written by default; contrastive training): task ``triplet``, both images,
   ``captions`` = ``rgb_captions`` or ``captions`` (the original ones), ``ir_captions`` = the entry's
   IR-aware ``ir_captions`` when it has them. Twins of different sizes are skipped (``twin_size_mismatch``).
@@ -44,7 +47,7 @@ from cotrain.converters.base import (
 )
 from cotrain.converters.scenes import IMAGE_EXTENSIONS
 
-KINDS = ("rgb", "ir", "dual", "triplet")
+KINDS = ("rgb", "ir", "dual", "ir_original", "triplet")
 DEFAULT_KINDS = ("rgb", "ir", "dual")
 CAPTION_FILE = "captions.json"
 
@@ -177,7 +180,7 @@ def convert_fusionrs(src: str | Path, out_jsonl: str | Path, *, image_root: str 
                 images[modality] = {"path": rel, "modality": modality, "width": width, "height": height}
             for kind in kinds:
                 kwhere = f"{where} ({tid}#{kind})"
-                needed = ("rgb", "ir") if kind in ("dual", "triplet") else (kind,)
+                needed = ("rgb", "ir") if kind in ("dual", "triplet") else ("ir",) if kind == "ir_original" else (kind,)
                 errors = [images[m] for m in needed if isinstance(images[m], ConvertError)]
                 if errors:
                     report.skip(errors[0].reason, f"{kwhere}: {errors[0]}")
@@ -185,7 +188,9 @@ def convert_fusionrs(src: str | Path, out_jsonl: str | Path, *, image_root: str 
                 if kind == "triplet":
                     _write_triplet(writer, report, tid, images, general, per_kind, kwhere)
                     continue
-                if kind == "dual":
+                if kind == "ir_original":
+                    captions, style = per_kind["rgb"] or general, "scene"
+                elif kind == "dual":
                     captions = per_kind["dual"] or per_kind["ir"] or general
                     style = "ir_aware" if (per_kind["dual"] or per_kind["ir"]) else "scene"
                 else:

@@ -89,7 +89,7 @@ def retrieval_summary(sim_img_text: np.ndarray, text_to_image: Sequence[int]) ->
 def _positive_lists(positives: Sequence[Iterable[int]], n_items: int) -> list[np.ndarray]:
     out = []
     for q, pos in enumerate(positives):
-        idx = np.fromiter(pos, dtype=np.int64)
+        idx = np.unique(np.fromiter(pos, dtype=np.int64))
         if idx.size == 0:
             raise ValueError(f"query {q} has no relevant item; recall is undefined for it")
         if idx.min() < 0 or idx.max() >= n_items:
@@ -121,13 +121,17 @@ def embedding_recall(queries: np.ndarray, items: np.ndarray, positives: Sequence
         return {f"r@{k}": None for k in ks}
     ranks = np.empty(len(pos), dtype=np.int64)
     for start in range(0, len(pos), chunk):
-        s = q[start:start + chunk] @ it.T
-        rows = np.concatenate([np.full(len(p), i) for i, p in enumerate(pos[start:start + chunk])])
-        cols = np.concatenate(pos[start:start + chunk])
-        relevant = np.zeros(s.shape, dtype=bool)
-        relevant[rows, cols] = True
-        best = np.where(relevant, s, -np.inf).max(axis=1, keepdims=True)
-        ranks[start:start + len(s)] = (s > best).sum(axis=1) + ((s == best) & ~relevant).sum(axis=1)
+        part = pos[start:start + chunk]
+        s = q[start:start + len(part)] @ it.T
+        lens = np.array([len(p) for p in part])
+        firsts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        rows = np.repeat(np.arange(len(part)), lens)
+        vals = s[rows, np.concatenate(part)]  # the relevant items' scores, read from the same matrix
+        best = np.maximum.reduceat(vals, firsts)
+        relevant_ties = np.add.reduceat(vals == best[rows], firsts)
+        # above the best relevant item, plus the items tied with it that are not relevant
+        ranks[start:start + len(part)] = ((s > best[:, None]).sum(axis=1) + (s == best[:, None]).sum(axis=1)
+                                          - relevant_ties)
     return {f"r@{k}": float((ranks < k).mean()) for k in ks}
 
 

@@ -22,11 +22,14 @@ VALID = {
     "conversation": {"boxes": [{"hbb": [5, 5, 20, 20]}],
                      "turns": [{"role": "user", "text": "<image>\nWhat is at <box>0</box>?"},
                                {"role": "assistant", "text": "A house."}]},
+    "triplet": {"images": [dict(IMG), {**IMG, "path": "scene/a_ir.png", "modality": "ir"}], "captions": ["A forest."],
+                "ir_captions": ["Warm ground under cool trees."]},
 }
 
 
 def record(kind, **changes):
-    rec = {"id": f"{kind}-1", "task": kind, "images": [dict(IMG)], **copy.deepcopy(VALID[kind])}
+    rec = {"id": f"{kind}-1", "task": kind, "images": [dict(IMG)]}
+    rec.update(copy.deepcopy(VALID[kind]))
     rec.update(changes)
     return rec
 
@@ -232,3 +235,22 @@ def test_utf8_text_and_byte_order_mark_are_read(tmp_path):
     rec = record("vqa", id="a", answer="caf\u00e9 \u6e2f")
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\r\n")
     assert read_records(path)[0]["answer"] == "caf\u00e9 \u6e2f"
+
+
+
+def test_triplet_records():
+    rgb, ir = VALID["triplet"]["images"]
+    no_ir = record("triplet")
+    del no_ir["ir_captions"]
+    assert validate_record(no_ir)["task"] == "triplet"  # IR-aware captions are optional
+    bad = [
+        (record("triplet", images=[rgb]), "images", r"exactly \[rgb, ir\]"),
+        (record("triplet", images=[ir, rgb]), "images", "RGB image first"),
+        (record("triplet", images=[rgb, {**ir, "width": 99}]), "images[1]", "99x80"),
+        (record("triplet", captions=[" "]), "captions[0]", "non-empty"),
+        (record("triplet", ir_captions=[]), "ir_captions", "at least 1"),
+    ]
+    for rec, field, msg in bad:
+        with pytest.raises(RecordError, match=msg) as e:
+            validate_record(rec)
+        assert e.value.field == field

@@ -45,7 +45,7 @@ def _losses(out: Path) -> dict[int, float]:
 @pytest.mark.parametrize("supervision", ["original", "mixed"])
 def test_run_trains_saves_and_reports(data_root, tmp_path, supervision):
     out = tmp_path / "run"
-    result = run(_recipe(data_root, out, supervision=supervision))
+    result = run(_recipe(data_root, out, supervision=supervision, report_to="tensorboard"))
     s = result["summary"]
     assert s["steps"] == 4 and s["samples_seen"] == 16 and s["skipped_total"] == 0
     m = result["eval"]["syn_triplet"]
@@ -57,6 +57,7 @@ def test_run_trains_saves_and_reports(data_root, tmp_path, supervision):
     assert first["global_batch"] == 4
     report = (out / "report.md").read_text()
     assert "IR->Text R@1" in report and f"supervision `{supervision}`" in report
+    assert list((out / "checkpoints" / "runs").rglob("events.out.tfevents.*")), "no tensorboard log"
     model, processor = load_clip(out / "final")
     assert processor.max_text_tokens == 64 and model.config.projection_dim == 16
 

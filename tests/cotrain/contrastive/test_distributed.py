@@ -8,7 +8,6 @@ the parameter gradients over ranks, so they must equal the single-process ones.
 
 import os
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

@@ -204,3 +204,25 @@ def test_fusion_cli(tmp_path, capsys):
     assert {r["id"] for r in read_records(out)} == {"0001#rgb", "0002#rgb", "0003#rgb"}
     assert cli_main([str(src), str(out), "--on-bad", "raise"]) == 2
     capsys.readouterr()
+
+
+def test_fusion_triplet_and_ir_original_kinds(tmp_path):
+    src = _triplets(tmp_path)
+    _image(tmp_path / "rgb" / "0006.jpg", (40, 30))
+    _image(tmp_path / "ir" / "0006.png", (20, 15), mode="L")  # a twin of another size
+    with src.open("a") as fh:
+        fh.write(json.dumps({"id": "0006", "rgb": "rgb/0006.jpg", "ir": "ir/0006.png", "caption": "a yard"}) + "\n")
+    out = tmp_path / "trip.jsonl"
+    report = convert_fusionrs(src, out, kinds=("triplet", "ir_original"))
+    recs = {r["id"]: r for r in read_records(out)}
+    assert set(recs) == {"0001#triplet", "0001#ir_original", "0002#triplet", "0002#ir_original",
+                         "0006#ir_original"}
+    t = recs["0001#triplet"]
+    assert t["task"] == "triplet" and [i["modality"] for i in t["images"]] == ["rgb", "ir"]
+    assert t["captions"] == ["a road crosses a field", "road and field"]
+    assert t["ir_captions"] == ["warm cars on a cool road"]
+    assert "ir_captions" not in recs["0002#triplet"]  # no IR-aware caption in the entry: none invented
+    io = recs["0001#ir_original"]
+    assert io["captions"] == t["captions"] and io["caption_style"] == "scene" and io["images"][0]["modality"] == "ir"
+    # 0003: RGB without its IR twin (skipped for both kinds); 0006: twins of different sizes (triplet only)
+    assert report.skipped == {"image_missing": 2, "bad_entry": 2, "invalid_json": 1, "twin_size_mismatch": 1}

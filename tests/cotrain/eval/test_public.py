@@ -146,6 +146,8 @@ def _fusion(root: Path, kind: str) -> dict:
         {"id": "q3", "ir": "ir/0001.png", "question": "Is the engine warm?", "answer": "yes", "type": "IR-cue"}])
     if kind == "caption":
         return {"0001#ir": {"captions": ["a warm road at night"], "caption_style": "ir_aware"}}
+    if kind == "triplet":
+        return {"0001#triplet": {"captions": ["a road"], "ir_captions": ["a warm road at night"]}}
     return {"scene": {"q1": {"answer": "road", "answer_type": "word"}},
             "object": {"q2": {"answer": "2", "answer_type": "number"}},
             "ir_cue": {"q3": {"answer": "yes", "answer_type": "yes_no"}}}[kind]
@@ -200,6 +202,7 @@ BUILDERS = {
     "dior_rsvg_test": lambda r: _rsvg(r, "DIOR-RSVG"),
     "rsvg_test": lambda r: _rsvg(r, "RSVG"),
     "fusionrs_ir_caption": lambda r: _fusion(r, "caption"),
+    "fusionrs_retrieval": lambda r: _fusion(r, "triplet"),
     "fusionrs_scene_qa": lambda r: _fusion(r, "scene"),
     "fusionrs_object_qa": lambda r: _fusion(r, "object"),
     "fusionrs_ir_cue_qa": lambda r: _fusion(r, "ir_cue"),
