@@ -50,6 +50,34 @@ class SyntheticConfig:
 
 
 @dataclass
+class CurriculumConfig:
+    """An easy-to-hard curriculum on one dataset (``cotrain.curriculum``; README "Curriculum")."""
+
+    scores: str = ""
+    """Score file (JSON lines keyed by record id) written by ``cotrain curriculum score``."""
+    tiers: int = 5
+    """Number of difficulty tiers M."""
+    schedule: str = "ascending_stratified_random"
+    """ascending_stratified_random | descending_stratified_random | ascending | descending | bidirectional | random."""
+    merge: str = "mean_rank"
+    """How the two lessons' rankings become one: mean_rank | max_rank | transfer | alignment."""
+    loss_weights: bool = False
+    """Multiply each sample's token loss by the score file's lesson-2 weight (eq. 6 of IRGPT)."""
+
+    def __post_init__(self) -> None:
+        from cotrain.curriculum.schedule import MERGES, SCHEDULES
+
+        if not self.scores:
+            raise ConfigError("curriculum.scores is required: the score file of `cotrain curriculum score`")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"curriculum.schedule={self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if self.merge not in MERGES:
+            raise ConfigError(f"curriculum.merge={self.merge!r}; use one of {', '.join(MERGES)}")
+        if self.tiers < 1:
+            raise ConfigError(f"curriculum.tiers={self.tiers}; use >= 1")
+
+
+@dataclass
 class DatasetConfig:
     """One dataset of the mixture: a canonical JSONL records file and where its images live."""
 
@@ -77,6 +105,8 @@ class DatasetConfig:
     """Answer style for boxes: plain lines or a fenced JSON list."""
     classes: list[str] | None = None
     """Class list for prompts (default: the records' own lists, else the sorted labels seen)."""
+    curriculum: CurriculumConfig | None = None
+    """Order this dataset's samples easy to hard within each epoch (None = the mixture's random order)."""
 
     def __post_init__(self) -> None:
         if self.max_samples is not None and self.max_samples < 1:
@@ -132,6 +162,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.on_bad_record not in ("skip", "raise"):
             raise ConfigError(f"data.on_bad_record={self.on_bad_record!r}; use skip or raise")
+        ordered = [d.name for d in self.datasets if d.curriculum is not None and d.curriculum.schedule != "random"]
+        if self.packing and ordered:
+            raise ConfigError(f"data.packing=true reorders samples into packs, which would undo the curriculum order of "
+                              f"{ordered}; set data.packing=false, or curriculum.schedule=random (loss weights only)")
         if self.too_long not in ("skip", "downscale"):
             raise ConfigError(f"data.too_long={self.too_long!r}; use skip (drop over-long samples, counted) "
                               "or downscale (shrink their images until they fit max_length)")

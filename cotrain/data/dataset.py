@@ -278,16 +278,18 @@ class TrainingDataset:
     """
 
     def __init__(self, datasets: list[LoadedDataset], builder: SampleBuilder, data_cfg: DataConfig, epoch: int = 0,
-                 *, batch_size: int = 1, num_replicas: int = 1, rank: int = 0):
+                 *, batch_size: int = 1, num_replicas: int = 1, rank: int = 0, curriculum_step: int = 1):
         from cotrain.data.mixture import MixtureSampler
 
         self.datasets = datasets
         self.builder = builder
         self.data_cfg = data_cfg
         self.epoch = int(epoch)
+        self.curricula = dataset_curricula(datasets)
         self.sampler = MixtureSampler([len(ld.records) for ld in datasets], [ld.cfg.weight for ld in datasets],
                                       [ld.cfg.name for ld in datasets], seed=data_cfg.seed, batch_size=batch_size,
-                                      num_replicas=num_replicas, rank=rank)
+                                      num_replicas=num_replicas, rank=rank, curricula=self.curricula,
+                                      curriculum_step=curriculum_step)
         self.set_epoch(epoch)
         if len(self.sampler) == 0:
             raise RecordError("the weighted mixture is empty; check dataset weights")
@@ -357,6 +359,17 @@ class TrainingDataset:
             return sample
         raise BadRecordError(f"{min(n, 64)} consecutive records of {ld.cfg.name!r} from record {r} are bad; "
                              "see the log for reasons", reason="too_many_bad")
+
+
+def dataset_curricula(datasets: list[LoadedDataset]) -> dict:
+    """dataset index -> its Curriculum, for the datasets whose config has one (score files read and checked)."""
+    out = {}
+    for d, ld in enumerate(datasets):
+        if ld.cfg.curriculum is not None:
+            from cotrain.curriculum.schedule import build_curriculum
+
+            out[d] = build_curriculum(ld.cfg.name, [str(r["id"]) for r in ld.records], ld.cfg.curriculum)
+    return out
 
 
 def read_record(ld: LoadedDataset, r: int) -> dict:

@@ -25,6 +25,10 @@ most W - 1 duplicates; the last batch of a rank may be partial, the same on ever
 ``drop_last=True`` keeps only full batches: len = floor(N / (W*B)) * B and the tail of the epoch
 order is dropped (a different tail each epoch, since the order is reshuffled).
 
+Curriculum. A dataset with a curriculum (``cotrain.curriculum.schedule``) keeps the places the
+shuffle gave it; they are refilled with its own samples in the schedule's order (easy to hard by
+default), a pure function of (seed, epoch, name, scores). Its digest joins the fingerprint.
+
 Resume. The order is a pure function of (seed, epoch), so a resumed Trainer run recomputes it and
 the Trainer skips the batches the checkpoint had consumed (its own ``skip_first_batches``);
 ``cotrain_state.json`` records the mixture fingerprint so a changed recipe is refused
@@ -61,7 +65,8 @@ class MixtureSampler(Sampler[int]):
     """
 
     def __init__(self, sizes: list[int], weights: list[float], names: list[str], *, seed: int,
-                 batch_size: int = 1, num_replicas: int = 1, rank: int = 0, drop_last: bool = False):
+                 batch_size: int = 1, num_replicas: int = 1, rank: int = 0, drop_last: bool = False,
+                 curricula: dict[int, Any] | None = None, curriculum_step: int = 1):
         self.sizes = [int(s) for s in sizes]
         self.weights = [float(w) for w in weights]
         self.names = [str(n) for n in names]
@@ -74,6 +79,14 @@ class MixtureSampler(Sampler[int]):
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         """offsets[d] is the global index of dataset d's record 0; offsets[-1] is the total."""
         self.fingerprint = mixture_fingerprint(self.sizes, self.weights, self.names)
+        self.curricula = dict(curricula or {})
+        """dataset index -> ``cotrain.curriculum.schedule.Curriculum`` (its records' order within each epoch)."""
+        self.curriculum_step = max(int(curriculum_step), 1)
+        """Samples of the global order per optimizer step (tier boundaries are rounded to steps)."""
+        if self.curricula:  # a changed score file or schedule must not resume silently
+            parts = [self.fingerprint] + [f"{d}:{c.digest()}:{self.curriculum_step}"
+                                          for d, c in sorted(self.curricula.items())]
+            self.fingerprint = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
         # per dataset: how many times every record is used, and how many extra records are drawn
         self._whole = [int(math.floor(w)) for w in self.weights]
         self._extra = [int(round((w - math.floor(w)) * n)) for w, n in zip(self.weights, self.sizes)]
@@ -147,8 +160,23 @@ class MixtureSampler(Sampler[int]):
             parts.append(self.fractional_draw(d, epoch) + self.offsets[d])
         order = np.concatenate(parts)
         np.random.default_rng(stable_seed(self.seed, epoch, "order")).shuffle(order)
+        for d, cur in self.curricula.items():
+            # the dataset keeps its places in the mix; which of its samples fills them follows the schedule
+            pos, recs = self._curriculum_slots(order, d)
+            order[pos] = recs[cur.sequence(recs, self.seed, epoch)] + self.offsets[d]
         self._plan_cache = (epoch, order)
         return order
+
+    def _curriculum_slots(self, order: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.flatnonzero((order >= self.offsets[d]) & (order < self.offsets[d + 1]))
+        return pos, order[pos] - self.offsets[d]
+
+    def curriculum_tiers(self, epoch: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """(places in the epoch order, realised tier) of dataset ``d``'s samples, tiers rounded to whole steps."""
+        from cotrain.curriculum.schedule import round_to_steps
+
+        pos, recs = self._curriculum_slots(self.epoch_order(epoch), d)
+        return pos, round_to_steps(self.curricula[d].tiers[recs], pos, self.curriculum_step)
 
     def rank_indices(self, epoch: int, start: int = 0) -> np.ndarray:
         """This rank's global indices of ``epoch`` from shard position ``start`` on (vectorised slice)."""

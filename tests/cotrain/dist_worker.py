@@ -4,6 +4,8 @@ Usage: ``torchrun --standalone --nproc_per_node 2 dist_worker.py MODE SPEC_JSON`
 
 * ``recipe``: ``cotrain.training.recipe.run`` on the recipe dict in SPEC_JSON; prints the logged
   per-step losses and ``all_reduce_counts`` of the trainer's per-rank sample counts.
+* ``clip``: ``cotrain.contrastive.recipe.run`` on the recipe dict; rank 0 prints the logged losses and
+  the logged global batch sizes.
 * ``textonly``: drives cotrain's Trainer class directly on a hand-built dataset whose order is
   fixed (a SequentialSampler), so one rank is known to get micro-batches without any image;
   SPEC_JSON gives ``deepspeed`` (preset or null = DDP), ``max_steps`` and ``output_dir``.
@@ -76,6 +78,19 @@ def run_recipe(spec: dict) -> dict:
             "keepalive": stats}
 
 
+def run_clip(spec: dict) -> dict:
+    """``cotrain.contrastive.recipe.run`` on the recipe of SPEC_JSON; the logged losses and global batches."""
+    from cotrain.config import load_config
+    from cotrain.contrastive.recipe import run as run_clip_training
+
+    cfg = load_config(raw=spec["recipe"])
+    run_clip_training(cfg)
+    rows = [json.loads(x) for x in open(os.path.join(cfg.train.output_dir, "log_history.jsonl"))] \
+        if int(os.environ.get("RANK", 0)) == 0 else []
+    return {"losses": [r["loss"] for r in rows if "loss" in r],
+            "global_batch": sorted({r["global_batch"] for r in rows if "global_batch" in r})}
+
+
 def _samples(encoder, family) -> tuple[list[dict], list[dict]]:
     """(samples with one image, text-only samples), encoded as the training dataset would."""
     import numpy as np
@@ -145,7 +160,8 @@ def main() -> None:
     mode, spec = sys.argv[1], json.loads(sys.argv[2])
     result = {"mode": mode, "rank": int(os.environ.get("RANK", 0))}
     try:
-        result.update(run_recipe(spec) if mode == "recipe" else run_textonly(spec))
+        modes = {"recipe": run_recipe, "clip": run_clip, "textonly": run_textonly}
+        result.update(modes[mode](spec))
         result["ok"] = True
     except Exception as e:  # report the failure on the result line; the test shows it
         import traceback
