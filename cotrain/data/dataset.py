@@ -286,6 +286,8 @@ class TrainingDataset:
         self.data_cfg = data_cfg
         self.epoch = int(epoch)
         self.curricula = dataset_curricula(datasets)
+        self.loss_weights = {d: c.weights for d, c in self.curricula.items() if c.weights is not None}
+        """dataset index -> per-record loss weights; with any, every sample carries ``loss_weight``."""
         self.sampler = MixtureSampler([len(ld.records) for ld in datasets], [ld.cfg.weight for ld in datasets],
                                       [ld.cfg.name for ld in datasets], seed=data_cfg.seed, batch_size=batch_size,
                                       num_replicas=num_replicas, rank=rank, curricula=self.curricula,
@@ -330,12 +332,19 @@ class TrainingDataset:
         rec: dict = {}
         try:
             rec = read_record(ld, r)
-            return self.builder.build(rec, ld, self.epoch, int(i)), []
+            return self._weighted(self.builder.build(rec, ld, self.epoch, int(i)), d, r), []
         except BadRecordError as e:
             if self.data_cfg.on_bad_record == "raise":
                 raise
             log.warning("skipping bad sample (%s): %s", e.reason, e)
             return None, [(e.reason, ld.cfg.name, str(rec.get("id", e.record_id)))]
+
+    def _weighted(self, sample: dict, d: int, r: int) -> dict:
+        """The sample with its curriculum loss weight (only when some dataset has weights)."""
+        if self.loss_weights:
+            w = self.loss_weights.get(d)
+            sample["loss_weight"] = 1.0 if w is None else float(w[r])
+        return sample
 
     def __getitem__(self, i: int) -> dict:
         d, r = self.sampler.locate(int(i))
@@ -347,7 +356,7 @@ class TrainingDataset:
             try:
                 rec = read_record(ld, (r + k) % n)
                 # seeds of index i, so a replacement is not a copy of another index's sample
-                sample = self.builder.build(rec, ld, self.epoch, int(i))
+                sample = self._weighted(self.builder.build(rec, ld, self.epoch, int(i)), d, (r + k) % n)
             except BadRecordError as e:
                 if self.data_cfg.on_bad_record == "raise":
                     raise

@@ -37,6 +37,7 @@ class RunAccounting:
         self._task_loss: Counter = Counter()
         self._task_tokens: Counter = Counter()
         self._window: Counter = Counter(steps=0, samples=0, tokens=0, label_tokens=0, slots=0)
+        self._weights: list[float] = []
 
     def count_step(self, batches: list[dict]) -> int:
         """Account the micro-batches of one optimizer step; returns the step's sample count."""
@@ -72,9 +73,16 @@ class RunAccounting:
             self._task_tokens[task] += int(n)
             self.label_tokens_by_task[task] += int(n)
 
+    def count_weights(self, weights: list[float]) -> None:
+        """Per-sample loss weights of a micro-batch (their mean is logged as ``loss_weight_mean``)."""
+        self._weights.extend(weights)
+
     def log_fields(self, step: int) -> dict:
         """Fields to add to a loss log line (then reset the window): ``loss/<task>`` and throughput."""
         fields: dict = {}
+        if self._weights:
+            fields["loss_weight_mean"] = round(sum(self._weights) / len(self._weights), 4)
+            self._weights.clear()
         if self._task_tokens:
             per_task = {t: self._task_loss[t] / n for t, n in self._task_tokens.items() if n}
             fields.update({f"loss/{t}": round(v, 4) for t, v in sorted(per_task.items())})

@@ -11,6 +11,12 @@ to. ``reduce_losses`` turns them into the optimised scalar:
   the step's sample count across its micro-batches, so gradient accumulation adds up to the step
   mean.
 
+Per-sample weights w (the curriculum's lesson-2 weights, IRGPT eq. 6) multiply each sample's losses
+in both reductions: ``token`` sums w_s(t) * l_t over the tokens and divides by the same token count
+as without weights; ``sample`` averages w_i * mean_t l_i,t over the same sample count. Weights enter
+per token through the token's sample number, so a packed batch and a padded batch of the same
+samples give the same weighted loss.
+
 Must not count, log or know about the Trainer; it gets tensors and returns tensors.
 """
 
@@ -33,6 +39,8 @@ class TokenLosses:
     """(samples,) sum of each sample's token losses."""
     counts: torch.Tensor
     """(samples,) supervised tokens of each sample."""
+    owner: torch.Tensor | None = None
+    """(n,) sample number of every supervised token (index into sums / counts / weights)."""
 
 
 def token_losses(model, inputs: dict, owner: torch.Tensor, n_samples: int) -> tuple[TokenLosses, object]:
@@ -52,23 +60,29 @@ def token_losses(model, inputs: dict, owner: torch.Tensor, n_samples: int) -> tu
     own = owner[:, 1:][need[:, :-1]].to(per_token.device)
     sums = torch.zeros(max(n_samples, 1), device=per_token.device).index_add(0, own, per_token)
     counts = torch.bincount(own, minlength=max(n_samples, 1)).to(sums.dtype)
-    return TokenLosses(per_token, sums, counts), outputs
+    return TokenLosses(per_token, sums, counts, own), outputs
 
 
 def reduce_losses(losses: TokenLosses, reduction: str, *, step_samples: int, num_items_in_batch=None,
-                  processes: int = 1) -> torch.Tensor:
+                  processes: int = 1, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The optimised loss of one micro-batch (see the module docstring for the two reductions).
 
     ``step_samples``: samples in the whole optimizer step (0 = this micro-batch's); ``processes``:
     the factor that undoes DDP's averaging when token counts are already summed across ranks (1
-    otherwise).
+    otherwise); ``weights``: (samples,) per-sample loss weights, or None.
     """
+    if weights is not None:
+        weights = weights.to(losses.sums.device, losses.sums.dtype)
     if reduction == "sample":
         has = losses.counts > 0
         n = step_samples or losses.sums.numel()
-        return (losses.sums[has] / losses.counts[has]).sum() / max(n, 1)
+        means = losses.sums[has] / losses.counts[has]
+        if weights is not None:
+            means = means * weights[has]
+        return means.sum() / max(n, 1)
     if reduction != "token":
         raise ValueError(f"loss reduction must be 'token' or 'sample', got {reduction!r}")
+    per_token = losses.per_token if weights is None else losses.per_token * weights[losses.owner]
     if num_items_in_batch is not None:
-        return losses.per_token.sum() / num_items_in_batch * processes
-    return losses.per_token.sum() / max(losses.per_token.numel(), 1)
+        return per_token.sum() / num_items_in_batch * processes
+    return per_token.sum() / max(per_token.numel(), 1)

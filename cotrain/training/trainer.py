@@ -113,6 +113,9 @@ class CotrainTrainer(Trainer):
         self.accounting.count_batch(inputs, owner)
         if self.model_computes_loss:
             # Liger: fused linear cross-entropy inside the model, no logits to account per task
+            if inputs.get("loss_weight") is not None:
+                raise ConfigError("curriculum loss weights need per-token losses, which Liger's fused cross-entropy "
+                                  "does not expose; set model.liger=false or curriculum.loss_weights=false")
             if self.loss_reduction == "sample":
                 raise ConfigError("train.loss_reduction=sample needs per-token losses, which Liger's fused "
                                   "cross-entropy does not expose; use loss_reduction=token or model.liger=false")
@@ -131,11 +134,17 @@ class CotrainTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _supervised_loss(self, model, inputs, owner, num_items_in_batch):
+        import torch
+
         names, tasks = inputs.get("dataset", []), inputs.get("task", [])
         losses, outputs = token_losses(model, inputs, owner, len(names))
         processes = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+        weights = inputs.get("loss_weight")
+        if weights is not None:  # curriculum loss weights (cotrain.curriculum.alignment), one per sample
+            weights = torch.tensor([1.0 if w is None else float(w) for w in weights])
+            self.accounting.count_weights(weights.tolist())
         loss = reduce_losses(losses, self.loss_reduction, step_samples=self._step_samples,
-                             num_items_in_batch=num_items_in_batch, processes=processes)
+                             num_items_in_batch=num_items_in_batch, processes=processes, weights=weights)
         self.accounting.count_task_losses(tasks, losses.sums.tolist(), losses.counts.tolist())
         outputs.loss = loss
         return loss, outputs
