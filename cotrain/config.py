@@ -33,7 +33,9 @@ class SyntheticConfig:
     kind: str = "scenes"
     """Which set: "scenes" (land-cover scenes with every task, the demo) or "localize" (large objects
     on plain ground for grounding and detection: loc_grounding / loc_det; uses n_scenes as its image
-    count and ignores n_large and large_size)."""
+    count and ignores n_large and large_size) or "ir_difficulty" (the scenes under data_root/demo and, under
+    data_root, their training triplets with degraded IR images and corrupted captions at known knobs:
+    syn_ir_difficulty, knobs.jsonl; cotrain.data.synthetic.ir_difficulty)."""
     seed: int = 0
     """Seed of the generator; same seed, same images and records."""
     n_scenes: int = 1200
@@ -44,9 +46,10 @@ class SyntheticConfig:
     """Side of the large images in pixels."""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("scenes", "localize"):
-            raise ConfigError(f"data.synthetic.kind={self.kind!r}; use scenes (the demo's land-cover scenes) "
-                              "or localize (large objects on plain ground: loc_grounding, loc_det)")
+        if self.kind not in ("scenes", "localize", "ir_difficulty"):
+            raise ConfigError(f"data.synthetic.kind={self.kind!r}; use scenes (the demo's land-cover scenes), "
+                              "localize (large objects on plain ground: loc_grounding, loc_det) or ir_difficulty "
+                              "(IR triplets at known difficulty knobs)")
 
 
 @dataclass

@@ -415,6 +415,16 @@ def generate(setup: Setup, n: int = 8, new_tokens: int = 32) -> dict:
             "batched_speedup": round(timings["one_by_one"] / timings["batched"], 2)}
 
 
+def clip_speed(setup: Setup) -> dict:
+    """Contrastive training images/s of a ViT-B/32-shaped random CLIP, float32 vs bfloat16 (issue 16)."""
+    import torch
+
+    from cotrain.contrastive.speed import images_per_second
+
+    dry = setup.device != "cuda"
+    return images_per_second(dry, 8 if dry else 128, 1 if dry else 5, torch.device(setup.device))
+
+
 SECTIONS = [
     # (name, estimate in seconds on one H100, estimate in a dry run, function of the setup)
     ("throughput_plain_3b", 110, 5, lambda s: throughput(s, "qwen2_5_vl_3b", "plain", lora=False, steps=2)),
@@ -423,6 +433,7 @@ SECTIONS = [
     ("numerics", 40, 5, numerics),
     ("throughput_cotrain_3b", 80, 5, lambda s: throughput(s, "qwen2_5_vl_3b", "cotrain", lora=False, steps=2)),
     ("throughput_cotrain_7b", 80, 5, lambda s: throughput(s, "qwen2_5_vl_7b", "cotrain", lora=True, steps=2)),
+    ("clip_vit_b32", 40, 5, clip_speed),
 ]
 
 
@@ -465,7 +476,8 @@ def _cell(section: dict) -> str:
         return f"{section.get('status')}: {section.get('reason', '')}"
     if section.get("oom"):
         return f"OOM ({section.get('reason', '')})"
-    keys = ("tokens_per_s", "mfu", "peak_memory_gib", "fill", "batched_speedup", "liger")
+    keys = ("tokens_per_s", "mfu", "peak_memory_gib", "fill", "batched_speedup", "liger", "fp32_images_per_s",
+            "bf16_images_per_s", "bf16_speedup")
     return ", ".join(f"{k}={section[k]}" for k in keys if k in section)
 
 

@@ -44,6 +44,8 @@ class DatasetMix:
     first caption exceeds model.clip.max_text_tokens (it would be cut)."""
     bad_images: dict = field(default_factory=dict)
     """Image problems found by reading headers: reason -> count."""
+    curriculum: dict | None = None
+    """``cotrain.curriculum.schedule.describe`` of the dataset's curriculum (tier sizes, first steps), or None."""
 
 
 def _tokenizer_side(cfg: RunConfig):
@@ -123,8 +125,13 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
     length, limit = _length_of(cfg)
     from cotrain.data.mixture import MixtureSampler
 
-    realised = MixtureSampler([len(ld.records) for ld in train_sets], [ld.cfg.weight for ld in train_sets],
-                              [ld.cfg.name for ld in train_sets], seed=cfg.data.seed).realised_mix(0)
+    from cotrain.data.dataset import dataset_curricula
+    from cotrain.training.recipe import optimizer_step_samples
+
+    sampler = MixtureSampler([len(ld.records) for ld in train_sets], [ld.cfg.weight for ld in train_sets],
+                             [ld.cfg.name for ld in train_sets], seed=cfg.data.seed,
+                             curricula=dataset_curricula(train_sets), curriculum_step=optimizer_step_samples(cfg))
+    realised = sampler.realised_mix(0)
     out = []
     for ld in tqdm(train_sets, desc="inspect", unit=" dataset"):
         tokens, over = [], 0
@@ -146,6 +153,13 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
             share=float(realised[ld.cfg.name]["share"]),
             images=sum(len(r["images"]) for r in _checked_records(ld, Counter())), mean_tokens=mean_tokens,
             tokens=samples * mean_tokens, over_length=over, bad_images=bad))
+    if sampler.curricula:
+        from cotrain.curriculum.schedule import describe
+
+        for m in out:
+            d = next(i for i, ld in enumerate(train_sets) if ld.cfg.name == m.name)
+            if d in sampler.curricula:
+                m.curriculum = describe(sampler, d)
     return out
 
 

@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         print(format_mix(mix, cfg.model.clip.max_text_tokens, "max_text_tokens"))
     else:
         print(format_mix(mix, cfg.data.max_length))
+    from cotrain.curriculum.schedule import format_description
+
+    for m in mix:
+        if m.curriculum:
+            print(format_description(m.curriculum))
     png = Path(args.png) if args.png else Path(cfg.train.output_dir) / "recipe_mix.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     plot_mix(mix, png)

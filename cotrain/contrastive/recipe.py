@@ -56,7 +56,7 @@ def run(cfg: RunConfig) -> dict:
     from cotrain.data.dataset import TrainingDataset
     from cotrain.training.callbacks import EpochCallback, LiveLog
     from cotrain.training.checkpoint import check_resume_fingerprint, clean_staging, resolve_resume
-    from cotrain.training.recipe import setup_data, setup_logging, training_arguments
+    from cotrain.training.recipe import optimizer_step_samples, setup_data, setup_logging, training_arguments
 
     out_dir = Path(cfg.train.output_dir)
     setup_logging(out_dir)
@@ -70,7 +70,8 @@ def run(cfg: RunConfig) -> dict:
     resume = resolve_resume(cfg)
     torch.manual_seed(cfg.train.seed)
     model, processor = build_clip(cfg)
-    train_ds = TrainingDataset(train_sets, TripletBuilder(processor, clip.supervision, cfg.data.seed), cfg.data)
+    train_ds = TrainingDataset(train_sets, TripletBuilder(processor, clip.supervision, cfg.data.seed), cfg.data,
+                               curriculum_step=optimizer_step_samples(cfg))
     args = training_arguments(cfg, out_dir, drop_last=True)
     _check_global_batch(cfg, args.world_size)
     live_log = out_dir / "log_history.jsonl"

@@ -8,5 +8,6 @@
 * ``schedule``: the two rankings merged, M tiers, the schedules of the paper's ablation, the score
   file keyed by record id, and the order a curriculum imposes on a dataset's slots in the mixture.
 
-Must not train models (the warm-up run is an ordinary ``model.kind: clip`` run).
+* ``score``: both lessons on a records file (``score_difficulty``) and the warm-up run that lesson 2
+  needs (``run_warmup``: an ordinary ``model.kind: clip`` run from a saved starting checkpoint).
 """

@@ -203,3 +203,25 @@ def build_curriculum(name: str, ids: list[str], cfg) -> Curriculum:
         raise ConfigError(f"dataset {name!r}: curriculum.loss_weights is true but {cfg.scores} has no 'weight' column; "
                           "score with lesson 2 or set loss_weights: false")
     return Curriculum(name, difficulty, assign_tiers(difficulty, ids, cfg.tiers), cfg.tiers, cfg.schedule, weights)
+
+
+def describe(sampler, d: int, epoch: int = 0, first_steps: int = 8) -> dict:
+    """What ``cotrain inspect`` and the training log show of dataset ``d``'s curriculum in ``epoch``."""
+    cur = sampler.curricula[d]
+    pos, realised = sampler.curriculum_tiers(epoch, d)
+    steps = pos // sampler.curriculum_step
+    first = [int(realised[np.flatnonzero(steps == s)[0]]) if (steps == s).any() else None
+             for s in range(first_steps)]
+    return {"dataset": cur.name, "schedule": cur.schedule, "tiers": cur.n_tiers,
+            "tier_records": np.bincount(cur.tiers, minlength=cur.n_tiers).tolist(),
+            "tier_samples_epoch": np.bincount(realised, minlength=cur.n_tiers).tolist(),
+            "step_samples": sampler.curriculum_step, "first_step_tiers": first,
+            "loss_weights": cur.weights is not None}
+
+
+def format_description(info: dict) -> str:
+    steps = " ".join("-" if t is None else str(t) for t in info["first_step_tiers"])
+    return (f"curriculum {info['dataset']}: {info['schedule']}, {info['tiers']} tiers of "
+            f"{info['tier_records']} records ({info['tier_samples_epoch']} samples this epoch, rounded to steps of "
+            f"{info['step_samples']}); tier of the first steps: {steps}"
+            + ("; loss weights on" if info["loss_weights"] else ""))

@@ -66,11 +66,16 @@ def setup_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDataset]
         s = cfg.data.synthetic
         if s.kind == "localize":
             ensure_localize_data(cfg.data.data_root, seed=s.seed, n_images=s.n_scenes)
+        elif s.kind == "ir_difficulty":
+            from cotrain.data.synthetic.ir_difficulty import ensure_ir_difficulty_data
+
+            ensure_ir_difficulty_data(cfg.data.data_root, seed=s.seed, n_scenes=s.n_scenes)
         else:
             ensure_demo_data(cfg.data.data_root, seed=s.seed, n_scenes=s.n_scenes, n_large=s.n_large,
                              large_size=s.large_size)
     check_files(cfg)
-    check_budgets(cfg, resolve_family(cfg).factor)
+    if cfg.model.kind == "vlm":  # a CLIP model has a fixed input size, not a Qwen-VL pixel budget
+        check_budgets(cfg, resolve_family(cfg).factor)
     # under torchrun, one rank per filesystem builds the memory-mapped index of a large records file and the
     # others wait (cotrain.distributed.index_builder_ranks)
     from cotrain.distributed import index_builder_ranks
@@ -143,7 +148,7 @@ def setup_train_dataset(cfg: RunConfig, train_sets: list[LoadedDataset], model, 
     from cotrain.data.encoder import ChatEncoder
 
     builder = SampleBuilder(ChatEncoder(processor, family), family, cfg.data)
-    train_ds = TrainingDataset(train_sets, builder, cfg.data)
+    train_ds = TrainingDataset(train_sets, builder, cfg.data, curriculum_step=optimizer_step_samples(cfg))
     if not cfg.data.packing:
         return train_ds, make_collate(pad_id_of(processor)), "samples"
     from cotrain.data.packing import PackedTrainingDataset
@@ -162,6 +167,11 @@ def setup_train_dataset(cfg: RunConfig, train_sets: list[LoadedDataset], model, 
     return train_ds, collate, "packs"
 
 
+def optimizer_step_samples(cfg: RunConfig) -> int:
+    """Samples of the global order per optimizer step: batch x accumulation x ranks (curriculum tier rounding)."""
+    return cfg.train.batch_size * cfg.train.grad_accum * int(os.environ.get("WORLD_SIZE", 1))
+
+
 def log_data_plan(cfg: RunConfig, train_sets: list[LoadedDataset], train_ds, unit: str, world: int) -> None:
     """The datasets, the realised mix of epoch 0, and what one optimizer step holds."""
     for ld in train_sets:
@@ -172,6 +182,11 @@ def log_data_plan(cfg: RunConfig, train_sets: list[LoadedDataset], train_ds, uni
         log.info("mix %-16s records=%-7d weight=%.2f samples=%-7d share=%.1f%%", name, m["records"], m["weight"],
                  m["samples"], 100 * m["share"])
     log.info("mixture: %d samples per epoch from %d datasets", len(mixture), len(train_sets))
+    if mixture.curricula:
+        from cotrain.curriculum.schedule import describe, format_description
+
+        for d in mixture.curricula:
+            log.info(format_description(describe(mixture, d)))
     t = cfg.train
     log.info("an optimizer step = %d %s x %d accumulation x %d ranks; loss = %s", t.batch_size, unit, t.grad_accum,
              world, "mean over the step's supervised tokens" if t.loss_reduction == "token"

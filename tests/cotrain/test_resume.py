@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -31,14 +32,27 @@ def data_root(tmp_path_factory):
     return root
 
 
-def _recipe(data_root, tmp_path, packing=False):
+def _scores(data_root, tmp_path, name: str, n: int) -> str:
+    """A curriculum score file (both lessons and weights, seeded) for the first ``n`` records of ``name``."""
+    rng = np.random.default_rng(7)
+    lines = (Path(data_root) / "records" / f"{name}_train.jsonl").read_text().splitlines()[:n]
+    path = tmp_path / f"{name}_scores.jsonl"
+    path.write_text("".join(json.dumps({"id": json.loads(x)["id"], "transfer": float(rng.normal()),
+                                        "alignment": float(rng.normal()), "weight": float(rng.uniform(0.2, 1.9))})
+                            + "\n" for x in lines))
+    return str(path)
+
+
+def _recipe(data_root, tmp_path, packing=False, curriculum=False):
     ds = lambda name, **kw: {"name": name, "records": f"${{data_root}}/records/{name}_train.jsonl",  # noqa: E731
                              "image_root": "${data_root}", **kw}
+    cls_kw = {"curriculum": {"scores": _scores(data_root, tmp_path, "syn_cls", 12), "tiers": 3,
+                             "loss_weights": True}} if curriculum else {}
     recipe = {
         "run_name": "resume",
         "data": {"data_root": str(data_root), "max_pixels": 16 * 28 * 28, "max_length": 1024, "packing": packing,
                  # 20 samples per epoch at batch 4: the 9 compared steps cross an epoch boundary
-                 "datasets": [ds("syn_cls", max_samples=12), ds("syn_vqa", max_samples=8)]},
+                 "datasets": [ds("syn_cls", max_samples=12, **cls_kw), ds("syn_vqa", max_samples=8)]},
         "model": {"tiny": {"hidden_size": 64}},
         "train": {"batch_size": 4 if not packing else 1, "logging_steps": 1, "save_steps": 3, "max_steps": 1000,
                   "lr_scheduler": "constant", "warmup_ratio": 0.0, "learning_rate": 2e-3},
@@ -89,9 +103,9 @@ def _run_until(recipe: Path, out: Path, stop, *extra: str, timeout: float = 240.
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("packing", [False, True])
-def test_sigkill_and_resume_gives_identical_losses(data_root, tmp_path, packing):
-    recipe = _recipe(data_root, tmp_path, packing=packing)
+@pytest.mark.parametrize("packing,curriculum", [(False, False), (True, False), (False, True)])
+def test_sigkill_and_resume_gives_identical_losses(data_root, tmp_path, packing, curriculum):
+    recipe = _recipe(data_root, tmp_path, packing=packing, curriculum=curriculum)
     last = 9
     a, b = tmp_path / "a", tmp_path / "b"
 

@@ -19,8 +19,9 @@ def test_dry_run_runs_every_section_and_writes_both_reports(tmp_path):
     assert result["dry_run"] is True
     sections = result["sections"]
     assert set(sections) == {"env", "throughput_plain_3b", "throughput_plain_7b", "generate_3b", "numerics",
-                             "throughput_cotrain_3b", "throughput_cotrain_7b"}
+                             "throughput_cotrain_3b", "throughput_cotrain_7b", "clip_vit_b32"}
     assert all(s["status"] == "ok" for s in sections.values()), sections
+    assert sections["clip_vit_b32"]["fp32_images_per_s"] > 0
     num = sections["numerics"]
     for key in ("packed_varlen_vs_padded_sdpa", "selective_vs_full_logits"):
         assert num[key]["loss_rel_diff"] < 1e-4 and min(num[key]["grad_cosine"].values()) > 0.999, key

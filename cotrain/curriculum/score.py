@@ -1,0 +1,165 @@
+"""``score_difficulty``: both lessons on a set of IR records, written as the curriculum's score file.
+
+Records: ``triplet`` records (the IR image is ``images[1]``, the visible twin ``images[0]``) or
+single-image IR records (``captioning`` with an ``ir`` image; lesson 1 then needs visible references
+from ``visible_records``). The text of a pair is the first ``ir_captions`` entry when the record has
+one, else the first of ``captions``.
+
+* Lesson 1 (``cotrain.curriculum.transfer``): image features of every IR image and of the visible
+  references from a frozen CLIP image tower (``encoder``: a local CLIP checkpoint); the IR references
+  are the scored IR images themselves. At most ``max_references`` of each reference set are used
+  (a seeded subset).
+* Lesson 2 (``cotrain.curriculum.alignment``): per-pair losses under ``before`` and ``after`` (two CLIP
+  checkpoints: a warm-up run's start and end), alpha and the weights.
+
+Output: JSON lines ``{"id", "transfer", "alignment", "weight"}`` (only the lessons asked for), and a
+summary (MMD^2, bandwidth, alpha share > 0, weight mean). Records whose images cannot be read are
+counted skips, and absent from the file (a curriculum on them then names them as missing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cotrain.errors import BadRecordError, ConfigError
+
+log = logging.getLogger("cotrain")
+
+
+def _ir_index(rec: dict) -> int:
+    mods = [img["modality"] for img in rec["images"]]
+    if "ir" not in mods:
+        raise ConfigError(f"record {rec['id']!r} has no IR image (modalities {mods}); score IR records or triplets")
+    return mods.index("ir")
+
+
+def pair_text(rec: dict) -> str:
+    caps = rec.get("ir_captions") or rec.get("captions")
+    if not caps:
+        raise ConfigError(f"record {rec['id']!r} has no caption to pair its IR image with")
+    return caps[0]
+
+
+@torch.no_grad()
+def image_features(model, processor, records: list[dict], image_root: str | Path, which: str, *,
+                   batch_size: int = 32, progress: bool = True) -> tuple[np.ndarray, list[int], Counter]:
+    """(L2-normalised features, indices of the records read, skips) of each record's IR or visible image."""
+    from cotrain.contrastive.model import embed_images
+    from cotrain.images import open_image
+
+    feats, kept, skipped, pending = [], [], Counter(), []
+
+    def flush():
+        if pending:
+            feats.append(embed_images(model, processor.images(pending)).float().numpy())
+            pending.clear()
+
+    for i, rec in enumerate(tqdm(records, desc=f"{which} features", disable=not progress, unit="image")):
+        k = _ir_index(rec) if which == "ir" else [im["modality"] for im in rec["images"]].index("rgb")
+        img = rec["images"][k]
+        try:
+            pending.append(open_image(Path(image_root) / img["path"], str(rec["id"]),
+                                      expected_wh=(int(img["width"]), int(img["height"]))))
+        except BadRecordError as e:
+            skipped[e.reason] += 1
+            continue
+        kept.append(i)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), kept, skipped
+
+
+@torch.no_grad()
+def clip_pair_losses(model, processor, images: np.ndarray, texts: list[str], batch: int) -> np.ndarray:
+    """Per-pair losses (``alignment.pair_losses``) of IR image features and their texts under one model."""
+    from cotrain.contrastive.evaluate import embed_texts_batched
+    from cotrain.contrastive.loss import logit_scale_value
+    from cotrain.curriculum.alignment import pair_losses
+
+    t = embed_texts_batched(model, processor, texts)
+    scale = float(logit_scale_value(model.logit_scale.detach()))
+    return pair_losses(images, t, scale, batch)
+
+
+def _subset(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    return x if len(x) <= n else x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
+
+
+def score_difficulty(records: list[dict], image_root: str | Path, *, encoder: str | Path | None = None,
+                     before: str | Path | None = None, after: str | Path | None = None,
+                     visible_records: list[dict] | None = None, visible_root: str | Path | None = None,
+                     bandwidth: float | None = None, max_references: int = 20000, pair_batch: int = 256,
+                     seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
+    """(score rows keyed by record id, summary) of both lessons, or of the one whose inputs are given."""
+    from cotrain.contrastive.model import load_clip
+    from cotrain.curriculum.alignment import loss_weights, variation_rate
+    from cotrain.curriculum.transfer import transfer_scores
+
+    if encoder is None and before is None:
+        raise ConfigError("give encoder= (lesson 1) and/or before= and after= (lesson 2)")
+    if (before is None) != (after is None):
+        raise ConfigError("lesson 2 needs both CLIP checkpoints: before= (the warm-up's start) and after= (its end)")
+    ids = [str(r["id"]) for r in records]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"record ids repeat ({len(dup)}, e.g. {dup[:3]}); scores are keyed by id")
+    columns: dict[str, dict[int, float]] = {}
+    summary: dict = {"records": len(records), "skipped": {}}
+    if encoder is not None:
+        model, processor = load_clip(encoder)
+        model.eval()
+        ir, kept, skipped = image_features(model, processor, records, image_root, "ir", progress=progress)
+        vis_recs = visible_records if visible_records is not None else records
+        vis, _, vskip = image_features(model, processor, vis_recs, visible_root or image_root, "rgb", progress=progress)
+        summary["skipped"] = dict(skipped + vskip)
+        got = transfer_scores(ir, _subset(ir, max_references, seed), _subset(vis, max_references, seed + 1),
+                              bandwidth=bandwidth, seed=seed)
+        columns["transfer"] = dict(zip(kept, got.scores.tolist()))
+        summary.update(mmd2=got.mmd2, bandwidth=got.bandwidth)
+    if before is not None:
+        losses = []
+        for ckpt in (before, after):
+            model, processor = load_clip(ckpt)
+            model.eval()
+            feats, kept2, skipped = image_features(model, processor, records, image_root, "ir", progress=progress)
+            losses.append(clip_pair_losses(model, processor, feats, [pair_text(records[i]) for i in kept2],
+                                           pair_batch))
+        summary["skipped"] = dict(Counter(summary["skipped"]) | skipped)
+        alpha = variation_rate(losses[0], losses[1])
+        columns["alignment"] = dict(zip(kept2, alpha.tolist()))
+        columns["weight"] = dict(zip(kept2, loss_weights(alpha).tolist()))
+        summary.update(alpha_positive_share=float((alpha > 0).mean()), weight_mean=float(loss_weights(alpha).mean()),
+                       loss_before=float(losses[0].mean()), loss_after=float(losses[1].mean()))
+    scored = sorted(set.intersection(*(set(c) for c in columns.values())))
+    rows = [{"id": ids[i], **{k: c[i] for k, c in columns.items()}} for i in scored]
+    summary["scored"] = len(rows)
+    return rows, summary
+
+
+def run_warmup(recipe: str | Path, overrides: list[str], out_dir: str | Path) -> tuple[Path, Path]:
+    """(before, after) CLIP checkpoints of a warm-up run of a ``model.kind: clip`` recipe.
+
+    The recipe's starting model is saved first (``out_dir/before``: the checkpoint of ``model.path``, or the
+    tiny random init), then the run trains from exactly that checkpoint into ``out_dir/warmup``.
+    """
+    from cotrain.config import load_config
+    from cotrain.contrastive.model import build_clip
+    from cotrain.contrastive.recipe import run, save_final_clip
+
+    out = Path(out_dir)
+    cfg = load_config(recipe, [*overrides, f"train.output_dir={out / 'warmup'}"])
+    if cfg.model.kind != "clip":
+        raise ConfigError(f"{recipe}: the warm-up is a contrastive run; set model.kind: clip")
+    torch.manual_seed(cfg.train.seed)
+    model, processor = build_clip(cfg)
+    before = save_final_clip(model, processor, out / "init")
+    cfg.model.path = str(before)
+    after = Path(run(cfg)["summary"]["final_model"])
+    return before, after
