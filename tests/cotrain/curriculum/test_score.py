@@ -1,7 +1,6 @@
 """Scoring end to end on the synthetic IR difficulty set: generator, warm-up, score file, Spearman, inspect."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
