@@ -44,6 +44,8 @@ from cotrain.errors import RecordError
 from cotrain.geometry.quads import is_convex_quad, quad_area
 
 TASKS = ("classification", "vqa", "mcq", "grounding", "detection", "captioning", "zoom_vqa", "conversation", "triplet")
+CONVERSATION_TASKS = tuple(t for t in TASKS if t != "triplet")
+"""Tasks a vision-language model trains on (``cotrain.tasks`` phrases each); triplets train CLIP models."""
 MODALITIES = ("rgb", "ir", "sar", "ms")
 ANSWER_TYPES = ("yes_no", "number", "word", "free")
 CAPTION_STYLES = ("scene", "ir_aware")

@@ -1,6 +1,6 @@
 """Curriculum difficulty scores: ``cotrain curriculum score --records R --image-root D --out scores.jsonl ...``.
 
-    # both lessons, with a warm-up run of a CLIP recipe (its start model is also lesson 1's encoder)
+    # both lessons, with a warm-up run of a CLIP recipe (its trained model is also lesson 1's encoder)
     cotrain curriculum score --records ir_train.jsonl --image-root /data --out scores.jsonl \\
         --warmup data_recipes/irgpt_warmup_demo.yaml
     # lesson 1 from a CLIP image tower; lesson 2 from two existing checkpoints
@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--before", default=None, help="lesson 2: CLIP checkpoint before the warm-up")
     s.add_argument("--after", default=None, help="lesson 2: CLIP checkpoint after the warm-up")
     s.add_argument("--warmup", default=None, help="lesson 2: a model.kind=clip recipe to run as the warm-up "
-                   "(its start model is also the lesson 1 encoder unless --encoder is given)")
+                   "(one of its checkpoints is also the lesson 1 encoder unless --encoder is given)")
+    s.add_argument("--encoder-from", choices=("after", "before"), default="after",
+                   help="with --warmup and no --encoder: which warm-up checkpoint gives lesson 1's image tower "
+                   "(default: after, the trained one)")
     s.add_argument("--warmup-dir", default=None, help="where the warm-up run goes (default: beside --out)")
     s.add_argument("--visible-records", default=None, help="visible references for lesson 1 (default: the RGB "
                    "images of triplet records)")
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise CotrainError("--warmup runs the warm-up itself; drop --before / --after")
             before, after = run_warmup(args.warmup, args.overrides,
                                        args.warmup_dir or Path(args.out).with_suffix("").as_posix() + "_warmup")
-            encoder = encoder or before
+            encoder = encoder or (after if args.encoder_from == "after" else before)
         visible = read_records(args.visible_records) if args.visible_records else None
         rows, summary = score_difficulty(
             read_records(args.records), args.image_root, encoder=encoder, before=before, after=after,

@@ -25,7 +25,7 @@ Negatives are the GLOBAL batch: under torchrun every rank gathers every rank's e
 (``gather``, which passes gradients back to the rank that made them) and computes the same full
 loss. The gather's backward sums the gradients of all ranks' (identical) losses, and DDP averages
 the parameter gradients over ranks, so the update equals that of one process holding the whole
-batch (tests/cotrain/contrastive/test_distributed.py checks it with 2 processes).
+batch (tests/cotrain/contrastive/test_clip_distributed.py checks it with 2 processes).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from cotrain.errors import BadRecordError, ConfigError
 from cotrain.eval.registry import TASK_METRIC, Benchmark
 from cotrain.eval.scoring import score_sample, summarise
-from cotrain.eval.summary import report_markdown
+from cotrain.eval.summary import psum_nsum, report_markdown
 from cotrain.files import write_json_atomic, write_jsonl_atomic
 from cotrain.inference.base import GenerationRequest, SamplingParams
 from cotrain.resolution import PixelLimits, resized_wh_of
@@ -335,6 +335,8 @@ def run_benchmark(bench: Benchmark, backend, out_dir: str | Path, opts: EvalOpti
                     "records": len(p.records), "skipped": dict(skips),
                     "pixels": [p.limits.min_pixels, p.limits.max_pixels],
                     "max_new_tokens": p.sampling.max_new_tokens})
+    if bench.options.get("aggregate"):
+        metrics["aggregate"] = bench.options["aggregate"]
     if todo:
         metrics["samples_per_s_this_run"] = len(todo) * world_size / max(elapsed, 1e-9)
     if skips:
@@ -437,5 +439,10 @@ def evaluate(benchmarks: list[Benchmark], backend, out_dir: str | Path, opts: Ev
                 on_metrics(bench.name, m)
     if rank == 0:
         write_json_atomic(out / "metrics.json", results)
-        (out / "report.md").write_text(report_markdown(results, (opts or EvalOptions()).model_key), encoding="utf-8")
+        report = report_markdown(results, (opts or EvalOptions()).model_key)
+        totals = psum_nsum(results)
+        if totals["psum_sets"] or totals["nsum_sets"]:
+            report += (f"\npsum {totals['psum']:.2f} over {totals['psum_sets']} sets (accuracy and grounding Acc@0.5, in "
+                       f"percent); nsum {totals['nsum']:.3f} over {totals['nsum_sets']} counting sets (MAE)\n")
+        (out / "report.md").write_text(report, encoding="utf-8")
     return results

@@ -67,11 +67,16 @@ class BenchmarkOptions:
     """Split of a public benchmark's standard files."""
     captions_per_image: int | None = None
     """Retrieval: captions per image (several captions handled as one image's)."""
+    aggregate: str | None = None
+    """IRGPT-style suite totals (``cotrain.eval.summary.psum_nsum``): accuracy (into psum) or mae (counting MAE into
+    nsum); default by metric (accuracy for classification, vqa, mcq; Acc@0.5 for grounding)."""
     ir_texts: str | None = None
     """Tri-modal retrieval: the captions IR images are matched with: auto (ir_captions when every record has them),
     captions or ir_captions."""
 
     def __post_init__(self):
+        if self.aggregate not in (None, "accuracy", "mae"):
+            raise ConfigError(f"aggregate={self.aggregate!r}; use accuracy (psum) or mae (nsum)")
         if self.ir_texts not in (None, "auto", "captions", "ir_captions"):
             raise ConfigError(f"ir_texts={self.ir_texts!r}; use auto, captions or ir_captions")
         if self.box_format not in (None, "hbb", "obb", "quad"):

@@ -78,3 +78,25 @@ def report_markdown(results: dict[str, dict], model_key: dict | None = None) -> 
                  "and is labelled so. Empty or unparseable answers count as wrong; skipped records (missing or "
                  "corrupt images) are not in n.")
     return "\n".join(lines) + "\n"
+
+
+PSUM_KEYS = {"classification": "accuracy", "vqa": "accuracy", "mcq": "accuracy", "grounding": "acc@0.5"}
+"""The number each metric family adds to psum (as a percentage)."""
+
+
+def psum_nsum(results: dict[str, dict]) -> dict:
+    """IRGPT's suite totals: psum = the sum of accuracy-type results in percent (grounding: Acc@0.5), nsum =
+    the sum of counting MAEs (benchmarks with option ``aggregate: mae``). Other metric families are left out."""
+    psum = nsum = 0.0
+    n_p = n_n = 0
+    for m in results.values():
+        if m.get("aggregate") == "mae":
+            if m.get("counting_mae") is not None:
+                nsum += float(m["counting_mae"])
+                n_n += 1
+            continue
+        key = PSUM_KEYS.get(m.get("metric", ""))
+        if key and m.get(key) is not None:
+            psum += 100.0 * float(m[key])
+            n_p += 1
+    return {"psum": psum, "psum_sets": n_p, "nsum": nsum, "nsum_sets": n_n}

@@ -49,6 +49,10 @@ def build_conversation(record: dict, *, image_root: str | Path, resized_sizes: l
     Template and caption choices are a pure function of (seed, epoch, index).
     """
     task = record.get("task")
+    if task == "triplet":
+        raise RecordError("a triplet record (RGB + IR twin + captions) trains a CLIP model (model.kind: clip), not a "
+                          "conversation; convert it to captioning records for a vision-language model",
+                          record_id=record.get("id"), field="task")
     if task not in TASK_BUILDERS:
         raise RecordError(f"unknown task {task!r}; valid tasks: {', '.join(TASK_BUILDERS)}. Set 'task' to one of them",
                           record_id=record.get("id"), field="task")

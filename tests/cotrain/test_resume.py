@@ -126,6 +126,10 @@ def test_sigkill_and_resume_gives_identical_losses(data_root, tmp_path, packing,
     for step in compared:
         assert resumed[step] == fresh[step], (step, resumed[step], fresh[step])
     assert "resuming from" in (tmp_path / "a.stderr").read_text()
+    if curriculum:  # the weighted loss is what was resumed, and it is logged
+        rows = [json.loads(x) for x in (b / "log_history.jsonl").read_text().splitlines() if x.strip()]
+        assert any("loss_weight_mean" in r for r in rows)
+        assert "curriculum syn_cls: ascending_stratified_random, 3 tiers" in (tmp_path / "b.stderr").read_text()
 
 
 @pytest.fixture(scope="module")

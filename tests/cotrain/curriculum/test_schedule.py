@@ -148,3 +148,13 @@ def test_build_curriculum_with_weights(tmp_path):
     noweight.write_text("".join(json.dumps({"id": r["id"], "transfer": r["transfer"]}) + "\n" for r in rows))
     with pytest.raises(ConfigError, match="no 'weight' column"):
         build_curriculum("ds", [r["id"] for r in rows], _cfg(noweight, loss_weights=True))
+
+
+def test_packing_with_an_ordered_curriculum_is_refused():
+    from cotrain.config import load_config
+
+    ds = {"name": "d", "records": "x.jsonl", "curriculum": {"scores": "s.jsonl"}}
+    with pytest.raises(ConfigError, match="undo the curriculum order"):
+        load_config(raw={"data": {"packing": True, "datasets": [ds]}})
+    ds["curriculum"]["schedule"] = "random"  # loss weights only: packing is fine
+    assert load_config(raw={"data": {"packing": True, "datasets": [ds]}}).data.packing

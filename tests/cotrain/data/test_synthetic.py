@@ -70,6 +70,7 @@ _REQUIRED = {
     "mcq": {"question": str, "choices": list, "answer": int}, "grounding": {"expression": str, "target": dict},
     "detection": {"objects": list, "classes": list}, "captioning": {"captions": list},
     "zoom_vqa": {"question": str, "answer": str, "regions": list}, "conversation": {"turns": list},
+    "triplet": {"captions": list, "ir_captions": list},
 }
 
 
@@ -115,6 +116,11 @@ def _check_record(rec: dict, task: str) -> None:
             _check_box(r, w, h)
         if "choices" in rec:
             assert rec["answer"] in rec["choices"]
+    elif task == "triplet":  # the RGB image and its IR twin of the same scene, scene and thermal captions
+        assert [im["modality"] for im in rec["images"]] == ["rgb", "ir"]
+        assert rec["images"][0]["path"].replace("/rgb/", "/ir/").rsplit(".", 1)[0] == \
+            rec["images"][1]["path"].rsplit(".", 1)[0]
+        assert any("thermal" in c or "infrared" in c for c in rec["ir_captions"])
     elif task == "conversation":
         roles = [t["role"] for t in rec["turns"]]
         assert roles == ["user", "assistant"] * (len(roles) // 2)

@@ -81,3 +81,16 @@ def test_bad_grounding_answers_are_counted_never_quietly_correct():
     out = summarise("grounding", rows, records, codec=CODEC, options={"box_format": "hbb"})
     assert out["reversed_corners"] == 1 and out["outside_frame_clipped"] == 2 and out["parse_rate"] == 0.8
     assert out["acc@0.5"] == 0.4
+
+
+def test_psum_nsum_by_hand():
+    from cotrain.eval.summary import psum_nsum
+
+    results = {"cls": {"metric": "classification", "accuracy": 0.5},
+               "vqa": {"metric": "vqa", "accuracy": 0.25},
+               "ground": {"metric": "grounding", "acc@0.5": 0.1},
+               "count": {"metric": "vqa", "accuracy": 0.3, "counting_mae": 1.5, "aggregate": "mae"},
+               "count2": {"metric": "vqa", "counting_mae": 0.5, "aggregate": "mae"},
+               "cap": {"metric": "captioning", "CIDEr": 0.7}}
+    got = psum_nsum(results)
+    assert got == {"psum": pytest.approx(50 + 25 + 10), "psum_sets": 3, "nsum": 2.0, "nsum_sets": 2}
