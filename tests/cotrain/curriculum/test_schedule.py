@@ -158,3 +158,21 @@ def test_packing_with_an_ordered_curriculum_is_refused():
         load_config(raw={"data": {"packing": True, "datasets": [ds]}})
     ds["curriculum"]["schedule"] = "random"  # loss weights only: packing is fine
     assert load_config(raw={"data": {"packing": True, "datasets": [ds]}}).data.packing
+
+
+def test_irgpt_stage_recipes():
+    from pathlib import Path
+
+    from cotrain.config import load_config
+
+    recipes = Path(__file__).resolve().parents[3] / "data_recipes"
+    one = load_config(recipes / "irgpt_stage1.yaml")
+    m = one.model
+    assert (m.train_vision, m.train_merger, m.train_language, m.lora.enabled) == (True, True, False, False)
+    cur = one.data.datasets[0].curriculum
+    assert (cur.tiers, cur.schedule, cur.merge, cur.loss_weights) == (5, "ascending_stratified_random", "mean_rank", True)
+    two = load_config(recipes / "irgpt_stage2.yaml")
+    m = two.model
+    assert (m.train_vision, m.train_merger, m.lora.enabled, m.lora.language) == (False, True, True, True)
+    warm = load_config(recipes / "irgpt_warmup_demo.yaml")
+    assert warm.model.kind == "clip" and warm.data.synthetic.kind == "ir_difficulty"
