@@ -35,7 +35,8 @@ class SyntheticConfig:
     on plain ground for grounding and detection: loc_grounding / loc_det; uses n_scenes as its image
     count and ignores n_large and large_size) or "ir_difficulty" (the scenes under data_root/demo and, under
     data_root, their training triplets with degraded IR images and corrupted captions at known knobs:
-    syn_ir_difficulty, knobs.jsonl; cotrain.data.synthetic.ir_difficulty)."""
+    syn_ir_difficulty, knobs.jsonl; cotrain.data.synthetic.ir_difficulty) or "multisensor" (n_scenes co-registered
+    Sentinel-1 / Sentinel-2 patches: ms_cls, ms_vqa, ms_mcq, ms_cap, ms_pair; cotrain.data.synthetic.multisensor)."""
     seed: int = 0
     """Seed of the generator; same seed, same images and records."""
     n_scenes: int = 1200
@@ -46,7 +47,7 @@ class SyntheticConfig:
     """Side of the large images in pixels."""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("scenes", "localize", "ir_difficulty"):
+        if self.kind not in ("scenes", "localize", "ir_difficulty", "multisensor"):
             raise ConfigError(f"data.synthetic.kind={self.kind!r}; use scenes (the demo's land-cover scenes), "
                               "localize (large objects on plain ground: loc_grounding, loc_det) or ir_difficulty "
                               "(IR triplets at known difficulty knobs)")
@@ -108,6 +109,9 @@ class DatasetConfig:
     """Answer style for boxes: plain lines or a fenced JSON list."""
     classes: list[str] | None = None
     """Class list for prompts (default: the records' own lists, else the sorted labels seen)."""
+    composite: str | None = None
+    """How this dataset's ms / sar images reach the vision tower: true_colour | false_colour | sar (3 channels,
+    fixed stretches, cotrain.sensors.COMPOSITES). None = the record's own ``composite``, else by modality."""
     curriculum: CurriculumConfig | None = None
     """Order this dataset's samples easy to hard within each epoch (None = the mixture's random order)."""
 
@@ -124,6 +128,9 @@ class DatasetConfig:
             raise ConfigError(f"dataset {self.name!r}: box_format={self.box_format!r}; use hbb, obb or quad")
         if self.prompt_style not in ("plain", "json"):
             raise ConfigError(f"dataset {self.name!r}: prompt_style={self.prompt_style!r}; use plain or json")
+        if self.composite is not None and self.composite not in ("true_colour", "false_colour", "sar"):
+            raise ConfigError(f"dataset {self.name!r}: composite={self.composite!r}; use true_colour, false_colour or "
+                              "sar")
         if not 0.0 <= self.random_resize <= 1.0:
             raise ConfigError(f"dataset {self.name!r}: random_resize={self.random_resize} is a probability; "
                               "use a value in [0, 1]")

@@ -112,3 +112,22 @@ def open_image(path: str | Path, record_id: str, *, expected_wh: tuple[int, int]
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise BadRecordError(f"record {record_id!r}: image {str(p)!r} cannot be decoded ({e})",
                              reason="image_corrupt", record_id=record_id) from None
+
+
+def open_entry(img: dict, record_id: str, *, target_wh: tuple[int, int] | None = None,
+               composite: str | None = None) -> Image.Image:
+    """An image entry (with ``abs_path``) as 8-bit RGB: ``open_image`` for rgb / ir, a band composite for ms / sar.
+
+    ``composite``: the dataset's choice (``cotrain.sensors.COMPOSITES``); else the entry's, else by modality.
+    """
+    if img.get("modality") not in ("ms", "sar"):
+        return open_image(img["abs_path"], record_id, expected_wh=(int(img["width"]), int(img["height"])),
+                          target_wh=target_wh)
+    from cotrain.sensors import composite_array
+
+    abs_path, rel = str(img["abs_path"]), str(img["path"])
+    root = abs_path[: -len(rel)] if abs_path.endswith(rel) else str(Path(abs_path).parent)
+    rgb = Image.fromarray(composite_array(img, root or ".", composite, rid=record_id))
+    if target_wh is not None and rgb.size != tuple(target_wh):
+        rgb = rgb.resize(tuple(target_wh), Image.BICUBIC)
+    return rgb

@@ -225,3 +225,35 @@ def read_statistics(path: str | Path) -> dict[str, dict]:
         return json.loads(Path(path).read_text())["bands"]
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(f"cannot read band statistics {path} ({e}); write them with band_statistics") from None
+
+
+# --- composites: bands -> 3 channels for an ordinary RGB vision tower --------------------------------
+
+COMPOSITES: dict[str, tuple[tuple[str, float, float], ...]] = {
+    # (band, value mapped to 0, value mapped to 255) per output channel; linear in between, clipped.
+    # S2 L2A digital numbers are reflectance x 10,000: 0 .. 3,000 is 0 .. 30% reflectance.
+    "true_colour": (("B04", 0.0, 3000.0), ("B03", 0.0, 3000.0), ("B02", 0.0, 3000.0)),
+    # colour infrared: vegetation (high NIR) turns red; NIR spans a wider range
+    "false_colour": (("B08", 0.0, 5000.0), ("B04", 0.0, 3000.0), ("B03", 0.0, 3000.0)),
+    # SAR in dB: VV, VH and their difference (VV - VH: high over bare soil and water, low over forest)
+    "sar": (("VV", -25.0, 0.0), ("VH", -30.0, -5.0), ("VV-VH", 0.0, 15.0)),
+}
+"""Documented fixed stretches (the same for every image, so brightness keeps its meaning across a dataset)."""
+DEFAULT_COMPOSITE = {"ms": "true_colour", "sar": "sar"}
+
+
+def composite_array(entry: dict, root: str | Path, name: str | None = None, *, rid: str = "?") -> np.ndarray:
+    """(H, W, 3) uint8 of an ``ms`` / ``sar`` entry through composite ``name`` (default by modality)."""
+    name = name or entry.get("composite") or DEFAULT_COMPOSITE.get(entry.get("modality"), "")
+    if name not in COMPOSITES:
+        raise ConfigError(f"record {rid!r}: composite {name!r}; use one of {', '.join(COMPOSITES)}")
+    chans = COMPOSITES[name]
+    needed = sorted({b for c, _, _ in chans for b in c.split("-")})
+    read = read_bands(entry, root, needed, rid=rid)
+    by = {b: read.data[i] for i, b in enumerate(read.bands)}
+    out = np.empty((*read.valid.shape, 3), np.uint8)
+    for k, (band, lo, hi) in enumerate(chans):
+        v = by[band] if "-" not in band else by[band.split("-")[0]] - by[band.split("-")[1]]
+        scaled = np.clip((v - lo) / (hi - lo), 0.0, 1.0) * 255.0
+        out[..., k] = np.where(read.valid, np.rint(scaled), 0).astype(np.uint8)
+    return out

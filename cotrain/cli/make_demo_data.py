@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-scenes", type=int, default=1200, help="ordinary scenes (default: %(default)s)")
     p.add_argument("--n-large", type=int, default=2, help="large zoom images (default: %(default)s)")
     p.add_argument("--large-size", type=int, default=8192, help="side of large images, px (default: %(default)s)")
-    p.add_argument("--kind", choices=("scenes", "localize"), default="scenes",
+    p.add_argument("--kind", choices=("scenes", "localize", "multisensor"), default="scenes",
                    help="scenes: the demo's land-cover scenes (every task); localize: large objects on plain "
-                        "ground for grounding and detection (--n-scenes images; default: %(default)s)")
+                        "ground for grounding and detection (--n-scenes images); multisensor: co-registered S1 / S2 "
+                        "patches (--n-scenes patches) (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--full-layout", metavar="DIR", help="also link the data under data_recipes/full.yaml's dataset "
                    "names into DIR (then run full.yaml with data.data_root=DIR)")
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:<14} -> {syn}")
             print(f"linked {args.out} into {args.full_layout} in {time.perf_counter() - t0:.1f} s")
             return 0
-        if args.kind == "localize":
+        if args.kind == "multisensor":  # --n-scenes = the number of 120 x 120 S1 / S2 patches
+            from cotrain.data.synthetic.multisensor import generate_multisensor_data
+
+            manifest = generate_multisensor_data(args.out, n_patches=args.n_scenes, seed=args.seed)
+        elif args.kind == "localize":
             from cotrain.data.synthetic import generate_localize_data
 
             manifest = generate_localize_data(args.out, seed=args.seed, n_images=args.n_scenes,

@@ -23,7 +23,7 @@ from PIL import Image
 from cotrain.boxes import BoxCodec
 from cotrain.config import DataConfig, DatasetConfig
 from cotrain.errors import BadRecordError, ConfigError, RecordError
-from cotrain.images import open_image
+from cotrain.images import open_entry
 from cotrain.records import read_records
 from cotrain.resolution import ImageSizeError, random_resize, smart_resize
 from cotrain.seeding import stable_seed
@@ -174,10 +174,15 @@ class SampleBuilder:
         ds = ld.cfg
         sizes = self.target_sizes(record, ds, epoch, index, shrink=shrink)
         try:
-            return build_conversation(
+            conv = build_conversation(
                 record, image_root=ds.image_root, resized_sizes=sizes, codec=self.codec, seed=self.data_cfg.seed,
                 epoch=epoch, index=index, box_format=ds.box_format, prompt_style=ds.prompt_style,
                 classes=ld.classes, dataset=ds.name)
+            if ds.composite:  # the dataset's band composite for its ms / sar images
+                for img in conv.images:
+                    if img.get("modality") in ("ms", "sar"):
+                        img["composite"] = ds.composite
+            return conv
         except RecordError as e:
             # a record that validates but cannot be phrased (label outside the class list, ...)
             raise BadRecordError(f"{ds.name}: {e}", reason="bad_record", record_id=record.get("id")) from None
@@ -185,8 +190,8 @@ class SampleBuilder:
     def load_pixels(self, conv) -> list[Image.Image]:
         """Decode each image of ``conv`` straight to its resized (w, h)."""
         rid = conv.meta.get("id", "?")
-        return [open_image(img["abs_path"], rid, expected_wh=(int(img["width"]), int(img["height"])),
-                           target_wh=tuple(img["resized_wh"])) for img in conv.images]
+        return [open_entry(img, rid, target_wh=tuple(img["resized_wh"]), composite=img.get("composite"))
+                for img in conv.images]
 
     def build(self, record: dict, ld: LoadedDataset, epoch: int, index: int, *, prompt: bool = False) -> dict:
         """Encoded training sample (or generation prompt) of ``record``."""

@@ -144,7 +144,7 @@ def load_request_images(request: GenerationRequest) -> list[Image.Image]:
     target size (``open_image``: same resampling as training); an in-memory image is resized the
     same way when its size differs.
     """
-    from cotrain.images import open_image
+    from cotrain.images import open_entry
 
     out = []
     for img in request.images:
@@ -155,8 +155,7 @@ def load_request_images(request: GenerationRequest) -> list[Image.Image]:
                 im = im.resize((w, h), Image.Resampling.BICUBIC)
             out.append(im)
         else:
-            out.append(open_image(img["abs_path"], request.id, expected_wh=(int(img["width"]), int(img["height"])),
-                                  target_wh=(w, h)))
+            out.append(open_entry(img, request.id, target_wh=(w, h), composite=img.get("composite")))
     return out
 
 

@@ -66,6 +66,10 @@ def setup_data(cfg: RunConfig) -> tuple[list[LoadedDataset], list[LoadedDataset]
         s = cfg.data.synthetic
         if s.kind == "localize":
             ensure_localize_data(cfg.data.data_root, seed=s.seed, n_images=s.n_scenes)
+        elif s.kind == "multisensor":
+            from cotrain.data.synthetic.multisensor import ensure_multisensor_data
+
+            ensure_multisensor_data(cfg.data.data_root, seed=s.seed, n_patches=s.n_scenes)
         elif s.kind == "ir_difficulty":
             from cotrain.data.synthetic.ir_difficulty import ensure_ir_difficulty_data
 

@@ -117,3 +117,26 @@ def test_statistics_and_normalisation(tmp_path):
         normalise(read_bands(recs[1]["images"][0], tmp_path, ["B08"]), stats)
     with pytest.raises(ConfigError, match="no statistics"):
         normalise(read_bands(recs[1]["images"][0], tmp_path, ["B04"]), {})
+
+
+def test_composites_and_open_entry(tmp_path):
+    from PIL import Image
+
+    from cotrain.images import open_entry
+    from cotrain.sensors import composite_array
+
+    s2 = np.stack([np.full((4, 4), v, np.float32) for v in (300, 1500, 3000, 6000)])  # B02, B03, B04, B08
+    _tif(tmp_path / "ms.tif", s2)
+    entry = {"path": "ms.tif", "modality": "ms", "width": 4, "height": 4, "bands": ["B02", "B03", "B04", "B08"]}
+    # true colour R=B04 3000 -> 255, G=B03 1500 -> 127.5 -> 128, B=B02 300 -> 25.5 -> 26 (round half to even: 26)
+    assert composite_array(entry, tmp_path)[0, 0].tolist() == [255, 128, 26]
+    # colour infrared: R=B08 6000 (clipped at 5000) -> 255, G=B04 -> 255, B=B03 -> 128
+    assert composite_array(entry, tmp_path, "false_colour")[0, 0].tolist() == [255, 255, 128]
+    _tif(tmp_path / "s1.tif", np.stack([np.full((4, 4), -10.0), np.full((4, 4), -20.0)]))
+    sar = {"path": "s1.tif", "modality": "sar", "width": 4, "height": 4, "bands": ["VV", "VH"]}
+    # VV -10 in [-25, 0] -> 153; VH -20 in [-30, -5] -> 102; VV-VH 10 in [0, 15] -> 170
+    assert composite_array(sar, tmp_path)[0, 0].tolist() == [153, 102, 170]
+    im = open_entry({**entry, "abs_path": str(tmp_path / "ms.tif")}, "r1", target_wh=(8, 8))
+    assert isinstance(im, Image.Image) and im.size == (8, 8) and im.mode == "RGB"
+    with pytest.raises(ConfigError, match="composite 'ndvi'"):
+        composite_array(entry, tmp_path, "ndvi")

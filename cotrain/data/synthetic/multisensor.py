@@ -1,0 +1,157 @@
+"""Synthetic co-registered Sentinel-1 / Sentinel-2 patches with per-class spectral signatures.
+
+Each patch is 120 x 120 px on the 10 m grid (BigEarthNet's size). Its land cover is a dominant class
+over a random rectangle of 60-85% of the patch and a second class elsewhere, drawn from ``CLASSES``:
+
+* S2: one GeoTIFF per band on the band's native grid (10 m: 120 px; 20 m: 60; 60 m: 20), values from
+  the class signature (``SIGNATURES``, reflectance x 10,000) with 3% multiplicative Gaussian noise,
+  block-averaged onto the coarser grids;
+* S1: one GeoTIFF with VV and VH in dB, the class backscatter (``BACKSCATTER``) under multiplicative
+  speckle (linear intensity x Gamma(4 looks)).
+
+``meadow`` and ``artificial_turf`` have the SAME visible bands (B01-B04) and the same backscatter:
+they differ only in the red-edge, near-infrared and short-wave-infrared bands (turf reflects little
+NIR). A model that sees only a true-colour composite cannot tell them apart; one that sees B08 can.
+
+Records (``records/<dataset>_<split>.jsonl``, split by patch: every 10th val, the next test):
+``ms_cls`` (classification of the dominant class), ``ms_vqa`` (binary: "Is there water?"),
+``ms_mcq`` (which class dominates, 4 choices) and ``ms_cap`` (captioning); every record holds the S2
+image (``modality: ms``, 12 bands with ``band_files``) and the S1 image (``modality: sar``). ``ms_pair``:
+the patches dominated by meadow or artificial turf, classified between those two (chance 0.5), S2 only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cotrain.files import write_jsonl_atomic
+from cotrain.sensors import S1_BANDS, S2_RESOLUTION_M
+
+CLASSES = ("water", "forest", "meadow", "artificial_turf", "bare_soil", "urban")
+_ORDER = list(S2_RESOLUTION_M)  # B01 .. B12
+SIGNATURES = {  # B01, B02, B03, B04, B05, B06, B07, B08, B8A, B09, B11, B12
+    "water":           (700, 600, 500, 300, 250, 200, 180, 150, 130, 50, 80, 60),
+    "forest":          (350, 300, 500, 300, 900, 2200, 2800, 3000, 3100, 900, 1400, 600),
+    "meadow":          (450, 400, 800, 600, 1300, 2600, 3200, 3400, 3500, 1000, 2000, 1000),
+    "artificial_turf": (450, 400, 800, 600, 700, 800, 800, 700, 650, 300, 1800, 1500),
+    "bare_soil":       (900, 1000, 1300, 1600, 1800, 2000, 2200, 2300, 2400, 700, 3000, 2500),
+    "urban":           (1100, 1200, 1300, 1400, 1500, 1600, 1700, 1800, 1850, 800, 2200, 2000),
+}
+BACKSCATTER = {"water": (-22.0, -28.0), "forest": (-8.0, -14.0), "meadow": (-11.0, -18.0),
+               "artificial_turf": (-11.0, -18.0), "bare_soil": (-13.0, -21.0), "urban": (-5.0, -12.0)}
+"""(VV, VH) in dB per class."""
+SIDE = 120
+DATASETS = {"ms_cls": "classification", "ms_vqa": "vqa", "ms_mcq": "mcq", "ms_cap": "captioning",
+            "ms_pair": "classification"}
+PAIR = ("meadow", "artificial_turf")
+"""Identical in RGB, apart in NIR: ``ms_pair`` is the binary classification of patches dominated by one of them."""
+
+
+def _cover(rng: np.random.Generator) -> tuple[np.ndarray, str, str, float]:
+    """(class index map, dominant, other, dominant share)."""
+    main, other = rng.choice(len(CLASSES), 2, replace=False)
+    share = rng.uniform(0.6, 0.85)
+    w = int(round(SIDE * np.sqrt(share)))
+    x0, y0 = rng.integers(0, SIDE - w + 1, size=2)
+    m = np.full((SIDE, SIDE), other)
+    m[y0:y0 + w, x0:x0 + w] = main
+    return m, CLASSES[main], CLASSES[other], float((m == main).mean())
+
+
+def _write_tif(path: Path, arr: np.ndarray) -> None:
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if arr.ndim == 3:  # bands as the samples of one page (what GDAL reads as bands)
+        tifffile.imwrite(path, arr.astype(np.float32), photometric="minisblack", planarconfig="separate")
+    else:
+        tifffile.imwrite(path, arr.astype(np.float32), photometric="minisblack")
+
+
+def render_patch(root: Path, pid: str, rng: np.random.Generator) -> dict:
+    """Write one patch's S2 band files and S1 file; return its entries and facts."""
+    m, main, other, share = _cover(rng)
+    sig = np.array([SIGNATURES[c] for c in CLASSES], np.float64)[m]  # (H, W, 12)
+    files = {}
+    for k, band in enumerate(_ORDER):
+        v = sig[..., k] * (1 + rng.normal(0, 0.03, m.shape))
+        f = S2_RESOLUTION_M[band] // 10
+        v = v.reshape(SIDE // f, f, SIDE // f, f).mean(axis=(1, 3))
+        files[band] = f"patches/{pid}/S2_{band}.tif"
+        _write_tif(root / files[band], v)
+    s1 = []
+    for k in range(2):
+        lin = 10 ** (np.array([BACKSCATTER[c][k] for c in CLASSES])[m] / 10)
+        s1.append(10 * np.log10(lin * rng.gamma(4.0, 0.25, m.shape)))
+    s1_path = f"patches/{pid}/S1.tif"
+    _write_tif(root / s1_path, np.stack(s1))
+    s2 = {"path": f"patches/{pid}/S2", "modality": "ms", "width": SIDE, "height": SIDE, "bands": list(_ORDER),
+          "band_files": files}
+    sar = {"path": s1_path, "modality": "sar", "width": SIDE, "height": SIDE, "bands": list(S1_BANDS),
+           "sar_scale": "db"}
+    return {"images": [s2, sar], "main": main, "other": other, "share": share}
+
+
+def _phrase(c: str) -> str:
+    return c.replace("_", " ")
+
+
+def patch_records(pid: str, p: dict, rng: np.random.Generator) -> dict[str, dict]:
+    classes = [_phrase(c) for c in CLASSES]
+    main, other = _phrase(p["main"]), _phrase(p["other"])
+    has_water = "water" in (p["main"], p["other"])
+    wrong = [c for c in classes if c != main]
+    choices = [main, *rng.choice(wrong, 3, replace=False).tolist()]
+    order = rng.permutation(4)
+    choices = [choices[i] for i in order]
+    base = {"images": p["images"]}
+    pair = {}
+    if p["main"] in PAIR:
+        pair = {"ms_pair": {"images": p["images"][:1], "id": f"{pid}-pair", "task": "classification", "label": main,
+                            "classes": [_phrase(c) for c in PAIR]}}
+    return {**pair,
+        "ms_cls": {**base, "id": f"{pid}-cls", "task": "classification", "label": main, "classes": classes},
+        "ms_vqa": {**base, "id": f"{pid}-vqa", "task": "vqa", "question": "Is there water in the image?",
+                   "answer": "yes" if has_water else "no", "answer_type": "yes_no"},
+        "ms_mcq": {**base, "id": f"{pid}-mcq", "task": "mcq", "question": "Which land cover dominates the patch?",
+                   "choices": choices, "answer": int(np.flatnonzero(order == 0)[0])},
+        "ms_cap": {**base, "id": f"{pid}-cap", "task": "captioning", "caption_style": "scene",
+                   "captions": [f"A Sentinel patch mostly covered by {main} ({round(100 * p['share'])}%), with "
+                                f"{other} around it."]},
+    }
+
+
+def generate_multisensor_data(out_dir: str | Path, *, n_patches: int = 400, seed: int = 0) -> dict:
+    """Write the patches and the records of ``DATASETS`` under ``out_dir``; returns the manifest."""
+    out = Path(out_dir)
+    rows: dict[str, dict[str, list]] = {d: {"train": [], "val": [], "test": []} for d in DATASETS}
+    for i in range(n_patches):
+        rng = np.random.default_rng([seed, 31, i])
+        pid = f"m{i:05d}"
+        split = "val" if i % 10 == 0 else "test" if i % 10 == 1 else "train"
+        for name, rec in patch_records(pid, render_patch(out, pid, rng), rng).items():
+            rows[name][split].append(rec)
+    (out / "records").mkdir(parents=True, exist_ok=True)
+    datasets = []
+    for name, by_split in rows.items():
+        for split, recs in by_split.items():
+            write_jsonl_atomic(out / "records" / f"{name}_{split}.jsonl", recs)
+        datasets.append({"name": name, "task": DATASETS[name], "counts": {k: len(v) for k, v in by_split.items()}})
+    manifest = {"generator": "cotrain.data.synthetic.multisensor", "seed": seed, "n_patches": n_patches,
+                "classes": list(CLASSES), "datasets": datasets}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def ensure_multisensor_data(out_dir: str | Path, *, n_patches: int = 400, seed: int = 0) -> dict:
+    """The manifest under ``out_dir``, generating the patches first unless they exist with these parameters."""
+    path = Path(out_dir) / "manifest.json"
+    if path.is_file():
+        got = json.loads(path.read_text())
+        if got.get("generator") == "cotrain.data.synthetic.multisensor" and \
+                (got.get("seed"), got.get("n_patches")) == (seed, n_patches):
+            return got
+    return generate_multisensor_data(out_dir, n_patches=n_patches, seed=seed)

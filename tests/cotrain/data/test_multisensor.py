@@ -1,0 +1,51 @@
+"""Synthetic S1 / S2 patches: valid records, band grids, and the pair of classes only NIR separates."""
+
+import numpy as np
+import pytest
+
+from cotrain.data.synthetic.multisensor import CLASSES, SIGNATURES, generate_multisensor_data
+from cotrain.images import open_entry
+from cotrain.records import read_records
+from cotrain.sensors import composite_array, read_bands
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ms")
+    return root, generate_multisensor_data(root, n_patches=40, seed=1)
+
+
+def test_records_for_every_task_and_split(data):
+    root, manifest = data
+    counts = {d["name"]: d["counts"] for d in manifest["datasets"]}
+    assert counts["ms_cls"] == {"train": 32, "val": 4, "test": 4}
+    pair = read_records(root / "records" / "ms_pair_train.jsonl")
+    assert len(pair) == counts["ms_pair"]["train"] > 0
+    assert all(r["label"] in ("meadow", "artificial turf") and len(r["images"]) == 1 for r in pair)
+    for name in ("ms_cls", "ms_vqa", "ms_mcq", "ms_cap"):
+        recs = read_records(root / "records" / f"{name}_train.jsonl")  # validated
+        assert [im["modality"] for im in recs[0]["images"]] == ["ms", "sar"]
+
+
+def test_bands_read_on_the_10m_grid_and_meadow_and_turf_differ_only_beyond_rgb(data):
+    root, _ = data
+    recs = read_records(root / "records" / "ms_cls_train.jsonl")
+    s2 = recs[0]["images"][0]
+    r = read_bands(s2, root, s2["bands"])
+    assert r.data.shape == (12, 120, 120) and r.valid.all()
+    sar = read_bands(recs[0]["images"][1], root)
+    assert sar.data.shape == (2, 120, 120) and not sar.warnings and (sar.data < 5).all()
+    meadow, turf = SIGNATURES["meadow"], SIGNATURES["artificial_turf"]
+    assert meadow[:4] == turf[:4] and abs(meadow[7] - turf[7]) > 2000  # B01-B04 equal, B08 far apart
+    # the true-colour composite of a meadow patch and of a turf patch look the same; false colour does not
+    by_label = {}
+    for rec in recs:
+        by_label.setdefault(rec["label"], rec)
+    assert {"meadow", "artificial turf"} <= set(by_label)
+    pair = ("meadow", "artificial turf")
+    tc = [composite_array(by_label[c]["images"][0], root, "true_colour").mean((0, 1)) for c in pair]
+    fc = [composite_array(by_label[c]["images"][0], root, "false_colour").mean((0, 1)) for c in pair]
+    assert np.abs(fc[0] - fc[1]).max() > np.abs(tc[0] - tc[1]).max()
+    im = open_entry({**s2, "abs_path": str(root / s2["path"])}, recs[0]["id"], target_wh=(56, 56))
+    assert im.size == (56, 56)
+    assert set(r["label"] for r in recs) <= {c.replace("_", " ") for c in CLASSES}
