@@ -120,7 +120,7 @@ def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
     ds = DatasetConfig(name=bench.name, records=bench.records, image_root=bench.image_root,
                        task=None if bench.task == "mixed" else bench.task,
                        box_format=o.get("box_format", "quad"), prompt_style=o.get("prompt_style", "plain"),
-                       classes=o.get("classes"))
+                       classes=o.get("classes"), composite=o.get("composite"))
     ld = load_dataset(ds)
     n = len(ld.records)
     for limit in (o.get("max_samples"), opts.max_samples):  # the benchmark's and the caller's: the smaller wins

@@ -67,6 +67,8 @@ class BenchmarkOptions:
     """Split of a public benchmark's standard files."""
     captions_per_image: int | None = None
     """Retrieval: captions per image (several captions handled as one image's)."""
+    composite: str | None = None
+    """How ms / sar images are shown to the model: true_colour | false_colour | sar (``cotrain.sensors``)."""
     aggregate: str | None = None
     """IRGPT-style suite totals (``cotrain.eval.summary.psum_nsum``): accuracy (into psum) or mae (counting MAE into
     nsum); default by metric (accuracy for classification, vqa, mcq; Acc@0.5 for grounding)."""

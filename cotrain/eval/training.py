@@ -40,7 +40,7 @@ def benchmarks_for(eval_sets, eval_cfg) -> list[Benchmark]:
                    "max_new_tokens": tokens, "max_samples": limit}
         if ld.classes:
             options["classes"] = list(ld.classes)
-        for key in ("min_pixels", "max_pixels"):
+        for key in ("min_pixels", "max_pixels", "composite"):
             if getattr(ld.cfg, key) is not None:
                 options[key] = getattr(ld.cfg, key)
         out.append(Benchmark(name=ld.cfg.name, records=ld.cfg.records, image_root=ld.cfg.image_root, task=task,
