@@ -49,3 +49,24 @@ def test_bands_read_on_the_10m_grid_and_meadow_and_turf_differ_only_beyond_rgb(d
     im = open_entry({**s2, "abs_path": str(root / s2["path"])}, recs[0]["id"], target_wh=(56, 56))
     assert im.size == (56, 56)
     assert set(r["label"] for r in recs) <= {c.replace("_", " ") for c in CLASSES}
+
+
+def test_the_dataset_composite_reaches_training_and_held_out_prompts(data):
+    from cotrain.config import DataConfig, DatasetConfig, EvalConfig
+    from cotrain.data.dataset import SampleBuilder, load_dataset
+    from cotrain.data.encoder import ChatEncoder
+    from cotrain.eval.training import benchmarks_for
+    from cotrain.model.families import get_family
+    from cotrain.model.processor import build_offline_processor
+
+    root, _ = data
+    ds = DatasetConfig(name="ms_pair", records=str(root / "records" / "ms_pair_train.jsonl"), image_root=str(root),
+                       composite="false_colour")
+    ld = load_dataset(ds)
+    family = get_family("qwen2_5_vl")
+    builder = SampleBuilder(ChatEncoder(build_offline_processor("qwen2_5_vl"), family), family,
+                            DataConfig(min_pixels=3136, max_pixels=12544))
+    conv = builder.conversation(ld.records[0], ld, 0, 0)
+    assert conv.images[0]["composite"] == "false_colour"
+    (bench,) = benchmarks_for([ld], EvalConfig())
+    assert bench.options["composite"] == "false_colour"
