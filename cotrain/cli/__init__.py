@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("cotrain.cli.bench", "run a speed benchmark from tools/bench_NAME.py"),
     "gpu-check": ("cotrain.cli.gpu_check", "the prepared GPU check (or --dry-run on CPU)"),
     "curriculum": ("cotrain.cli.curriculum", "IR curriculum difficulty scores (IRGPT lessons 1 and 2)"),
+    "sensors": ("cotrain.cli.sensors", "per-band statistics of multispectral / SAR images"),
 }
 """cotrain's own subcommands: name -> (module with ``main(argv)``, one-line help)."""
 

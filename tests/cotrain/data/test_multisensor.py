@@ -70,3 +70,21 @@ def test_the_dataset_composite_reaches_training_and_held_out_prompts(data):
     assert conv.images[0]["composite"] == "false_colour"
     (bench,) = benchmarks_for([ld], EvalConfig())
     assert bench.options["composite"] == "false_colour"
+
+
+def test_band_statistics_cli(data, tmp_path, capsys):
+    import json
+
+    from cotrain.cli import main
+    from cotrain.sensors import read_statistics
+
+    root, _ = data
+    out = tmp_path / "stats.json"
+    assert main(["sensors", "stats", "--records", str(root / "records" / "ms_cls_train.jsonl"), "--image-root",
+                 str(root), "--max-records", "4", "--out", str(out)]) == 0
+    stats = read_statistics(out)
+    assert set(stats) == set(json.loads(out.read_text())["bands"]) and "B01" not in stats
+    assert all(v["std"] > 0 and v["pixels"] == 4 * 120 * 120 for v in stats.values())
+    assert main(["sensors", "stats", "--records", str(root / "records" / "ms_cls_train.jsonl"), "--image-root",
+                 str(root), "--bands", "B99", "--out", str(out)]) == 2
+    assert "unknown band" in capsys.readouterr().err
