@@ -26,8 +26,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from cotrain.data.synthetic.generate import fresh_manifest
 from cotrain.files import write_jsonl_atomic
 from cotrain.records import read_records
+
+IR_DIFFICULTY_VERSION = "1"
+RECORDS = "records/syn_ir_difficulty.jsonl"
+
+
+def _params(demo_root: Path, split: str, n: int | None, seed: int) -> dict:
+    """What the set depends on, the source scenes' own generator parameters included."""
+    source = json.loads((demo_root / "manifest.json").read_text(encoding="utf-8")).get("params")
+    return {"source": str(demo_root), "source_params": source, "split": split, "n": n, "seed": seed}
 
 
 def degrade(ir: Image.Image, k: float, rng: np.random.Generator) -> Image.Image:
@@ -74,29 +84,24 @@ def make_ir_difficulty_set(demo_root: str | Path, out_dir: str | Path, *, split:
                         "ir_captions": [corrupt(c, k_cap, vocab, rng) for c in rec["ir_captions"]]})
         knobs.append({"id": rec["id"], "image": k_img, "caption": k_cap})
     (out / "records").mkdir(exist_ok=True)
-    path = out / "records" / "syn_ir_difficulty.jsonl"
+    path = out / RECORDS
     write_jsonl_atomic(path, records)
     write_jsonl_atomic(out / "knobs.jsonl", knobs)
-    (out / "manifest.json").write_text(json.dumps({"source": str(root), "split": split, "n": len(records),
-                                                   "seed": seed}) + "\n")
+    manifest = {"kind": "ir_difficulty", "version": IR_DIFFICULTY_VERSION, "params": _params(root, split, n, seed),
+                "datasets": [{"name": "syn_ir_difficulty", "task": "triplet", "files": {split: RECORDS},
+                              "counts": {split: len(records)}}]}
+    (out / "manifest.json").write_text(json.dumps(manifest) + "\n")
     return path
 
 
 def ensure_ir_difficulty_data(out_dir: str | Path, *, seed: int = 0, n_scenes: int = 1200) -> Path:
-    """The records file under ``out_dir``, generating the demo scenes (``out_dir/demo``) and the set if missing."""
+    """The records file under ``out_dir``, generating the demo scenes (``out_dir/demo``) and the set if missing
+    or made from other scenes or parameters (``generate.fresh_manifest``)."""
     from cotrain.data.synthetic import ensure_demo_data
 
     out = Path(out_dir)
-    path = out / "records" / "syn_ir_difficulty.jsonl"
     demo = out / "demo"
-    manifest = out / "manifest.json"
-    want = {"source": str(demo), "split": "train", "seed": seed, "n_scenes": n_scenes}
-    if path.is_file() and manifest.is_file():
-        got = json.loads(manifest.read_text())
-        if {k: got.get(k) for k in want} == want:
-            return path
     ensure_demo_data(demo, seed=seed, n_scenes=n_scenes, n_large=0)
-    path = make_ir_difficulty_set(demo, out, seed=seed)
-    got = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**got, **want}) + "\n")
-    return path
+    if fresh_manifest(out, IR_DIFFICULTY_VERSION, _params(demo, "train", None, seed)) is None:
+        make_ir_difficulty_set(demo, out, seed=seed)
+    return out / RECORDS

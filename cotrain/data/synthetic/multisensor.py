@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cotrain.data.synthetic.generate import fresh_manifest
 from cotrain.files import write_jsonl_atomic
 from cotrain.sensors import S1_BANDS, S2_RESOLUTION_M
 
@@ -44,6 +45,7 @@ BACKSCATTER = {"water": (-22.0, -28.0), "forest": (-8.0, -14.0), "meadow": (-11.
                "artificial_turf": (-11.0, -18.0), "bare_soil": (-13.0, -21.0), "urban": (-5.0, -12.0)}
 """(VV, VH) in dB per class."""
 SIDE = 120
+MULTISENSOR_VERSION = "1"
 DATASETS = {"ms_cls": "classification", "ms_vqa": "vqa", "ms_mcq": "mcq", "ms_cap": "captioning",
             "ms_pair": "classification"}
 PAIR = ("meadow", "artificial_turf")
@@ -137,21 +139,22 @@ def generate_multisensor_data(out_dir: str | Path, *, n_patches: int = 400, seed
     (out / "records").mkdir(parents=True, exist_ok=True)
     datasets = []
     for name, by_split in rows.items():
+        files = {split: f"records/{name}_{split}.jsonl" for split in by_split}
         for split, recs in by_split.items():
-            write_jsonl_atomic(out / "records" / f"{name}_{split}.jsonl", recs)
-        datasets.append({"name": name, "task": DATASETS[name], "counts": {k: len(v) for k, v in by_split.items()}})
-    manifest = {"generator": "cotrain.data.synthetic.multisensor", "seed": seed, "n_patches": n_patches,
+            write_jsonl_atomic(out / files[split], recs)
+        datasets.append({"name": name, "task": DATASETS[name], "files": files,
+                         "counts": {k: len(v) for k, v in by_split.items()}})
+    manifest = {"kind": "multisensor", "version": MULTISENSOR_VERSION, "params": _params(seed, n_patches),
                 "classes": list(CLASSES), "datasets": datasets}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
+def _params(seed: int, n_patches: int) -> dict:
+    return {"seed": seed, "n_patches": n_patches}
+
+
 def ensure_multisensor_data(out_dir: str | Path, *, n_patches: int = 400, seed: int = 0) -> dict:
     """The manifest under ``out_dir``, generating the patches first unless they exist with these parameters."""
-    path = Path(out_dir) / "manifest.json"
-    if path.is_file():
-        got = json.loads(path.read_text())
-        if got.get("generator") == "cotrain.data.synthetic.multisensor" and \
-                (got.get("seed"), got.get("n_patches")) == (seed, n_patches):
-            return got
-    return generate_multisensor_data(out_dir, n_patches=n_patches, seed=seed)
+    manifest = fresh_manifest(Path(out_dir), MULTISENSOR_VERSION, _params(seed, n_patches))
+    return manifest if manifest is not None else generate_multisensor_data(out_dir, n_patches=n_patches, seed=seed)

@@ -110,3 +110,15 @@ def test_inspect_shows_the_curriculum(difficulty_set, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "curriculum d: ascending_stratified_random, 4 tiers of [6, 6, 6, 6] records" in out
     assert "tier of the first steps: 0 0" in out
+
+
+def test_ensure_ir_difficulty_data_reuses_and_follows_its_source(tmp_path):
+    from cotrain.data.synthetic.ir_difficulty import ensure_ir_difficulty_data
+
+    path = ensure_ir_difficulty_data(tmp_path, seed=2, n_scenes=20)
+    stamp = path.stat().st_mtime_ns
+    assert ensure_ir_difficulty_data(tmp_path, seed=2, n_scenes=20) == path
+    assert path.stat().st_mtime_ns == stamp  # fresh: not rewritten
+    n = len(read_records(path))
+    ensure_ir_difficulty_data(tmp_path, seed=2, n_scenes=30)  # other source scenes: the set follows them
+    assert len(read_records(path)) > n

@@ -88,3 +88,15 @@ def test_band_statistics_cli(data, tmp_path, capsys):
     assert main(["sensors", "stats", "--records", str(root / "records" / "ms_cls_train.jsonl"), "--image-root",
                  str(root), "--bands", "B99", "--out", str(out)]) == 2
     assert "unknown band" in capsys.readouterr().err
+
+
+def test_ensure_reuses_fresh_data_and_regenerates_stale(data):
+    from cotrain.data.synthetic.multisensor import ensure_multisensor_data
+
+    root, manifest = data
+    stamp = (root / "manifest.json").stat().st_mtime_ns
+    assert ensure_multisensor_data(root, n_patches=40, seed=1) == manifest
+    assert (root / "manifest.json").stat().st_mtime_ns == stamp  # fresh: nothing rewritten
+    (root / "records" / "ms_pair_val.jsonl").unlink()  # a listed file is gone: generate again
+    assert ensure_multisensor_data(root, n_patches=40, seed=1)["params"] == {"seed": 1, "n_patches": 40}
+    assert (root / "records" / "ms_pair_val.jsonl").is_file()
