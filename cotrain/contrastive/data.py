@@ -38,6 +38,14 @@ def check_triplet_sets(loaded: list, supervision: str, where: str = "data.datase
                                   "IR-aware captions or use supervision=original")
 
 
+def open_record_images(record: dict, image_root: str | Path, entries: list[dict] | None = None) -> list:
+    """The record's images (``entries``, default all) as 8-bit RGB at their recorded size; a missing, corrupt or
+    resized image is a BadRecordError (a counted skip)."""
+    rid = str(record["id"])
+    return [open_image(Path(image_root) / img["path"], rid, expected_wh=(int(img["width"]), int(img["height"])))
+            for img in (record["images"] if entries is None else entries)]
+
+
 class TripletBuilder:
     """Record -> one contrastive sample (see the module docstring)."""
 
@@ -47,13 +55,8 @@ class TripletBuilder:
         self.seed = int(seed)
 
     def pixels(self, record: dict, image_root: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rgb, ir) pixel tensors; a missing, corrupt or resized image is a BadRecordError (a counted skip)."""
-        rid = str(record["id"])
-        out = []
-        for img in record["images"]:
-            im = open_image(Path(image_root) / img["path"], rid, expected_wh=(int(img["width"]), int(img["height"])))
-            out.append(im)
-        px = self.processor.images(out)
+        """(rgb, ir) pixel tensors (``open_record_images``)."""
+        px = self.processor.images(open_record_images(record, image_root))
         return px[0], px[1]
 
     def build(self, record: dict, ld, epoch: int, index: int, *, prompt: bool = False) -> dict:

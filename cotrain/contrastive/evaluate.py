@@ -94,38 +94,47 @@ def embed_texts_batched(model, processor, texts: list[str], batch_size: int = 64
 
 
 @torch.no_grad()
-def embed_triplets(model, processor, records: list[dict], image_root: str | Path, *, batch_size: int = 32,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[dict], Counter]:
-    """(rgb, ir, kept records, skips by reason): both images of every readable record, embedded once."""
-    from cotrain.contrastive.data import TripletBuilder
+def embed_record_images(model, processor, records: list[dict], image_root: str | Path, pick, *, batch_size: int = 32,
+                        progress: bool = True, desc: str = "embedding images") -> tuple[np.ndarray, list[int], Counter]:
+    """(features (kept, k, d), indices of the kept records, skips by reason): the k image entries ``pick(record)``
+    names, embedded in batches; a record with an unreadable image is skipped whole (counted, logged)."""
+    from cotrain.contrastive.data import open_record_images
     from cotrain.contrastive.model import embed_images
 
-    builder = TripletBuilder(processor, "original", 0)
     device = next(model.parameters()).device
-    rgb, ir, kept, skipped, pending = [], [], [], Counter(), []
+    feats, kept, skipped, pending = [], [], Counter(), []
+    k = 1
 
     def flush():
         if pending:
-            px = torch.stack([p for pair in pending for p in pair]).to(device)
-            emb = embed_images(model, px).float().cpu().numpy()
-            rgb.append(emb[0::2])
-            ir.append(emb[1::2])
+            emb = embed_images(model, processor.images(pending).to(device)).float().cpu().numpy()
+            feats.append(emb.reshape(-1, k, emb.shape[-1]))
             pending.clear()
 
-    for rec in tqdm(records, desc="embedding images", disable=not progress, unit="triplet"):
+    for i, rec in enumerate(tqdm(records, desc=desc, disable=not progress, unit="record")):
+        entries = pick(rec)
+        k = len(entries)
         try:
-            pending.append(builder.pixels(rec, image_root))
+            pending.extend(open_record_images(rec, image_root, entries))
         except BadRecordError as e:
             skipped[e.reason] += 1
-            log.warning("retrieval: skipping %s (%s)", rec.get("id"), e)
+            log.warning("%s: skipping %s (%s)", desc, rec.get("id"), e)
             continue
-        kept.append(rec)
-        if len(pending) >= batch_size:
+        kept.append(i)
+        if len(pending) >= batch_size * k:
             flush()
     flush()
+    return (np.concatenate(feats) if feats else np.zeros((0, k, 1), np.float32)), kept, skipped
+
+
+def embed_triplets(model, processor, records: list[dict], image_root: str | Path, *, batch_size: int = 32,
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[dict], Counter]:
+    """(rgb, ir, kept records, skips by reason): both images of every readable record, embedded once."""
+    feats, kept, skipped = embed_record_images(model, processor, records, image_root, lambda r: r["images"],
+                                               batch_size=batch_size, progress=progress)
     if not kept:
-        return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), kept, skipped
-    return np.concatenate(rgb), np.concatenate(ir), kept, skipped
+        return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), [], skipped
+    return feats[:, 0], feats[:, 1], [records[i] for i in kept], skipped
 
 
 def _ir_caption_lists(records: list[dict], ir_texts: str) -> tuple[list[list[str]], str]:

@@ -25,18 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from cotrain.errors import BadRecordError, ConfigError
+from cotrain.errors import ConfigError
 
 log = logging.getLogger("cotrain")
 
 
-def _ir_index(rec: dict) -> int:
+def _entry_of(rec: dict, modality: str) -> dict:
+    """The record's image of ``modality``; a record without one is an error naming it."""
     mods = [img["modality"] for img in rec["images"]]
-    if "ir" not in mods:
-        raise ConfigError(f"record {rec['id']!r} has no IR image (modalities {mods}); score IR records or triplets")
-    return mods.index("ir")
+    if modality not in mods:
+        raise ConfigError(f"record {rec['id']!r} has no {modality} image (modalities {mods}); lesson scores need "
+                          "IR records or triplets, and visible references with an rgb image")
+    return rec["images"][mods.index(modality)]
 
 
 def pair_text(rec: dict) -> str:
@@ -46,34 +47,15 @@ def pair_text(rec: dict) -> str:
     return caps[0]
 
 
-@torch.no_grad()
 def image_features(model, processor, records: list[dict], image_root: str | Path, which: str, *,
                    batch_size: int = 32, progress: bool = True) -> tuple[np.ndarray, list[int], Counter]:
-    """(L2-normalised features, indices of the records read, skips) of each record's IR or visible image."""
-    from cotrain.contrastive.model import embed_images
-    from cotrain.images import open_image
+    """(L2-normalised features, indices of the records read, skips) of each record's ``which`` (ir / rgb) image."""
+    from cotrain.contrastive.evaluate import embed_record_images
 
-    feats, kept, skipped, pending = [], [], Counter(), []
-
-    def flush():
-        if pending:
-            feats.append(embed_images(model, processor.images(pending)).float().numpy())
-            pending.clear()
-
-    for i, rec in enumerate(tqdm(records, desc=f"{which} features", disable=not progress, unit="image")):
-        k = _ir_index(rec) if which == "ir" else [im["modality"] for im in rec["images"]].index("rgb")
-        img = rec["images"][k]
-        try:
-            pending.append(open_image(Path(image_root) / img["path"], str(rec["id"]),
-                                      expected_wh=(int(img["width"]), int(img["height"]))))
-        except BadRecordError as e:
-            skipped[e.reason] += 1
-            continue
-        kept.append(i)
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), kept, skipped
+    feats, kept, skipped = embed_record_images(model, processor, records, image_root,
+                                               lambda r: [_entry_of(r, which)], batch_size=batch_size,
+                                               progress=progress, desc=f"{which} features")
+    return feats[:, 0], kept, skipped
 
 
 @torch.no_grad()
@@ -112,10 +94,18 @@ def score_difficulty(records: list[dict], image_root: str | Path, *, encoder: st
         raise ConfigError(f"record ids repeat ({len(dup)}, e.g. {dup[:3]}); scores are keyed by id")
     columns: dict[str, dict[int, float]] = {}
     summary: dict = {"records": len(records), "skipped": {}}
+    ir_features: dict[str, tuple] = {}  # checkpoint -> (features, kept, skips): the encoder is often `after`
+
+    def ir_of(ckpt, model, processor):
+        key = str(Path(ckpt).resolve())
+        if key not in ir_features:
+            ir_features[key] = image_features(model, processor, records, image_root, "ir", progress=progress)
+        return ir_features[key]
+
     if encoder is not None:
         model, processor = load_clip(encoder)
         model.eval()
-        ir, kept, skipped = image_features(model, processor, records, image_root, "ir", progress=progress)
+        ir, kept, skipped = ir_of(encoder, model, processor)
         vis_recs = visible_records if visible_records is not None else records
         vis, _, vskip = image_features(model, processor, vis_recs, visible_root or image_root, "rgb", progress=progress)
         summary["skipped"] = dict(skipped + vskip)
@@ -128,14 +118,15 @@ def score_difficulty(records: list[dict], image_root: str | Path, *, encoder: st
         for ckpt in (before, after):
             model, processor = load_clip(ckpt)
             model.eval()
-            feats, kept2, skipped = image_features(model, processor, records, image_root, "ir", progress=progress)
+            feats, kept2, skipped = ir_of(ckpt, model, processor)
             losses.append(clip_pair_losses(model, processor, feats, [pair_text(records[i]) for i in kept2],
                                            pair_batch))
         summary["skipped"] = dict(Counter(summary["skipped"]) | skipped)
         alpha = variation_rate(losses[0], losses[1])
+        weights = loss_weights(alpha)
         columns["alignment"] = dict(zip(kept2, alpha.tolist()))
-        columns["weight"] = dict(zip(kept2, loss_weights(alpha).tolist()))
-        summary.update(alpha_positive_share=float((alpha > 0).mean()), weight_mean=float(loss_weights(alpha).mean()),
+        columns["weight"] = dict(zip(kept2, weights.tolist()))
+        summary.update(alpha_positive_share=float((alpha > 0).mean()), weight_mean=float(weights.mean()),
                        loss_before=float(losses[0].mean()), loss_after=float(losses[1].mean()))
     scored = sorted(set.intersection(*(set(c) for c in columns.values())))
     rows = [{"id": ids[i], **{k: c[i] for k, c in columns.items()}} for i in scored]
