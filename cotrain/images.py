@@ -116,7 +116,7 @@ def open_image(path: str | Path, record_id: str, *, expected_wh: tuple[int, int]
 
 def open_entry(img: dict, record_id: str, *, target_wh: tuple[int, int] | None = None,
                composite: str | None = None) -> Image.Image:
-    """An image entry (with ``abs_path``) as 8-bit RGB: ``open_image`` for rgb / ir, a band composite for ms / sar.
+    """An image entry (with ``abs_path``, and absolute ``band_files`` when it has them) as 8-bit RGB: ``open_image`` for rgb / ir, a band composite for ms / sar.
 
     ``composite``: the dataset's choice (``cotrain.sensors.COMPOSITES``); else the entry's, else by modality.
     """
@@ -125,9 +125,8 @@ def open_entry(img: dict, record_id: str, *, target_wh: tuple[int, int] | None =
                           target_wh=target_wh)
     from cotrain.sensors import composite_array
 
-    abs_path, rel = str(img["abs_path"]), str(img["path"])
-    root = abs_path[: -len(rel)] if abs_path.endswith(rel) else str(Path(abs_path).parent)
-    rgb = Image.fromarray(composite_array(img, root or ".", composite, rid=record_id))
+    # abs_path (and band_files, when the image has them) are resolved already (cotrain.tasks.build_conversation)
+    rgb = Image.fromarray(composite_array({**img, "path": img["abs_path"]}, "/", composite, rid=record_id))
     if target_wh is not None and rgb.size != tuple(target_wh):
         rgb = rgb.resize(tuple(target_wh), Image.BICUBIC)
     return rgb

@@ -156,10 +156,8 @@ def inspect_recipe(cfg: RunConfig, *, sample_per_dataset: int = 200, check_image
     if sampler.curricula:
         from cotrain.curriculum.schedule import describe
 
-        for m in out:
-            d = next(i for i, ld in enumerate(train_sets) if ld.cfg.name == m.name)
-            if d in sampler.curricula:
-                m.curriculum = describe(sampler, d)
+        for d in sampler.curricula:  # ``out`` lists the datasets in train_sets order
+            out[d].curriculum = describe(sampler, d)
     return out
 
 

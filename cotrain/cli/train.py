@@ -56,11 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from cotrain.eval.summary import headline_key
 
     for name, m in result["eval"].items():
-        if m.get("metric") == "triplet_retrieval":
-            print(f"  {name:<16} retrieval      mean R {m.get('mean_recall', float('nan')):.2f} "
-                  f"(random {m.get('chance_mean_recall', float('nan')):.2f})")
-            continue
-        extra = f" (chance {m['chance']:.3f})" if "chance" in m else ""
+        chance = m.get("chance", m.get("chance_mean_recall"))  # retrieval: what random scores give
+        extra = f" (chance {chance:.3f})" if chance is not None else ""
         key = headline_key(m)
         if key:
             print(f"  {name:<16} {m['task']:<14} {key} {m[key]:.3f}{extra}")

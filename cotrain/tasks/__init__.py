@@ -67,7 +67,10 @@ def build_conversation(record: dict, *, image_root: str | Path, resized_sizes: l
                          f"{len(resized_sizes)} resized size(s) were given; pass one (h, w) per image")
     images = []
     for img, (h, w) in zip(record["images"], resized_sizes):
-        images.append({**img, "abs_path": str(Path(image_root) / img["path"]), "resized_wh": [int(w), int(h)]})
+        entry = {**img, "abs_path": str(Path(image_root) / img["path"]), "resized_wh": [int(w), int(h)]}
+        if "band_files" in img:  # per-band files of an ms / sar image, resolved like abs_path
+            entry["band_files"] = {b: str(Path(image_root) / f) for b, f in img["band_files"].items()}
+        images.append(entry)
     ctx = BuildContext(record=record, images=images, codec=codec, rng=template_rng(seed, epoch, index),
                        box_format=box_format, prompt_style=prompt_style, classes=classes)
     messages, target = TASK_BUILDERS[task](record, ctx)

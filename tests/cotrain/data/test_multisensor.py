@@ -46,7 +46,9 @@ def test_bands_read_on_the_10m_grid_and_meadow_and_turf_differ_only_beyond_rgb(d
     tc = [composite_array(by_label[c]["images"][0], root, "true_colour").mean((0, 1)) for c in pair]
     fc = [composite_array(by_label[c]["images"][0], root, "false_colour").mean((0, 1)) for c in pair]
     assert np.abs(fc[0] - fc[1]).max() > np.abs(tc[0] - tc[1]).max()
-    im = open_entry({**s2, "abs_path": str(root / s2["path"])}, recs[0]["id"], target_wh=(56, 56))
+    resolved = {**s2, "abs_path": str(root / s2["path"]),  # as cotrain.tasks.build_conversation resolves it
+                "band_files": {b: str(root / f) for b, f in s2["band_files"].items()}}
+    im = open_entry(resolved, recs[0]["id"], target_wh=(56, 56))
     assert im.size == (56, 56)
     assert set(r["label"] for r in recs) <= {c.replace("_", " ") for c in CLASSES}
 
@@ -68,6 +70,8 @@ def test_the_dataset_composite_reaches_training_and_held_out_prompts(data):
                             DataConfig(min_pixels=3136, max_pixels=12544))
     conv = builder.conversation(ld.records[0], ld, 0, 0)
     assert conv.images[0]["composite"] == "false_colour"
+    (im,) = builder.load_pixels(conv)  # band files resolved against the dataset's image root
+    assert im.size == tuple(conv.images[0]["resized_wh"]) and im.mode == "RGB"
     (bench,) = benchmarks_for([ld], EvalConfig())
     assert bench.options["composite"] == "false_colour"
 
