@@ -126,7 +126,7 @@ def open_entry(img: dict, record_id: str, *, target_wh: tuple[int, int] | None =
     from cotrain.sensors import composite_array
 
     # abs_path (and band_files, when the image has them) are resolved already (cotrain.tasks.build_conversation)
-    rgb = Image.fromarray(composite_array({**img, "path": img["abs_path"]}, "/", composite, rid=record_id))
+    rgb = Image.fromarray(composite_array({**img, "path": img["abs_path"]}, ".", composite, rid=record_id))
     if target_wh is not None and rgb.size != tuple(target_wh):
         rgb = rgb.resize(tuple(target_wh), Image.BICUBIC)
     return rgb

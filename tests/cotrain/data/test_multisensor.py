@@ -53,7 +53,7 @@ def test_bands_read_on_the_10m_grid_and_meadow_and_turf_differ_only_beyond_rgb(d
     assert set(r["label"] for r in recs) <= {c.replace("_", " ") for c in CLASSES}
 
 
-def test_the_dataset_composite_reaches_training_and_held_out_prompts(data):
+def test_the_dataset_composite_reaches_training_and_held_out_prompts(data, monkeypatch):
     from cotrain.config import DataConfig, DatasetConfig, EvalConfig
     from cotrain.data.dataset import SampleBuilder, load_dataset
     from cotrain.data.encoder import ChatEncoder
@@ -62,7 +62,8 @@ def test_the_dataset_composite_reaches_training_and_held_out_prompts(data):
     from cotrain.model.processor import build_offline_processor
 
     root, _ = data
-    ds = DatasetConfig(name="ms_pair", records=str(root / "records" / "ms_pair_train.jsonl"), image_root=str(root),
+    monkeypatch.chdir(root.parent)  # a relative image root, as recipes usually give it
+    ds = DatasetConfig(name="ms_pair", records=str(root / "records" / "ms_pair_train.jsonl"), image_root=root.name,
                        composite="false_colour")
     ld = load_dataset(ds)
     family = get_family("qwen2_5_vl")
