@@ -400,3 +400,28 @@ def test_text_only_micro_batch_under_zero3_finishes_and_matches_ddp(torch_extens
         assert res[1]["datasets_seen"] == {"txt": 4}
         assert res[0]["keepalive"]["dummy_vision_runs"] == 0 and res[0]["datasets_seen"]["img"] == 3
     assert runs["zero3"][0]["losses"] == pytest.approx(runs[None][0]["losses"], rel=1e-4)
+
+
+def _clip_recipe(data_root, out, batch_size):
+    return {"data": {"data_root": str(data_root), "datasets": [
+                {"name": "t", "records": f"{data_root}/records/syn_triplet_train.jsonl", "image_root": str(data_root)}]},
+            "model": {"kind": "clip", "clip": {"max_text_tokens": 64, "image_size": 32, "hidden_size": 32,
+                                               "num_layers": 1, "projection_dim": 16}},
+            "train": {"output_dir": str(out), "batch_size": batch_size, "max_steps": 3, "logging_steps": 1,
+                      "lr_scheduler": "constant", "warmup_ratio": 0.0},
+            "eval": {"enabled": False}}
+
+
+@pytest.mark.slow
+def test_torchrun_clip_trains_on_the_global_batch(data_root, torch_extensions, tmp_path):
+    """2 ranks x batch 2 under torchrun log the losses of 1 process x batch 4 (same items, same updates)."""
+    from cotrain.config import load_config
+    from cotrain.contrastive.recipe import run
+
+    two = _torchrun("clip", {"recipe": _clip_recipe(data_root, tmp_path / "two", 2)}, torch_extensions)[0]
+    run(load_config(raw=_clip_recipe(data_root, tmp_path / "one", 4)))
+    one = [r["loss"] for r in map(json.loads, (tmp_path / "one" / "log_history.jsonl").read_text().splitlines())
+           if "loss" in r]
+    assert two["global_batch"] == [4]
+    assert len(two["losses"]) == len(one) == 3
+    assert two["losses"] == pytest.approx(one, rel=1e-4)

@@ -3,12 +3,12 @@
 Two gloo processes (torch.multiprocessing, a file rendezvous) each embed half of a batch with the
 same small encoders wrapped in DDP, gather the embeddings with ``cotrain.contrastive.loss.gather``
 and back-propagate the tri-modal loss; the single-process run embeds the whole batch. DDP averages
-the parameter gradients over ranks, so they must equal the single-process ones.
+the parameter gradients over ranks, so they must equal the single-process ones. The torchrun run of a
+whole CLIP recipe is in tests/cotrain/test_distributed.py (beside the shared torchrun helpers).
 """
 
 import os
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -79,43 +79,3 @@ def test_a_local_batch_is_not_the_global_one():
     half = _loss(module, module, rgb[:B], ir[:B], text[:B], ir_text[:B])
     assert abs(whole.item() - half.item()) > 1e-3
 
-
-def _clip_recipe(data_root, out, batch_size):
-    return {"data": {"data_root": str(data_root), "datasets": [
-                {"name": "t", "records": f"{data_root}/records/syn_triplet_train.jsonl", "image_root": str(data_root)}]},
-            "model": {"kind": "clip", "clip": {"max_text_tokens": 64, "image_size": 32, "hidden_size": 32,
-                                               "num_layers": 1, "projection_dim": 16}},
-            "train": {"output_dir": str(out), "batch_size": batch_size, "max_steps": 3, "logging_steps": 1,
-                      "lr_scheduler": "constant", "warmup_ratio": 0.0},
-            "eval": {"enabled": False}}
-
-
-def test_torchrun_two_ranks_train_on_the_global_batch(tmp_path):
-    """2 ranks x batch 2 under torchrun log the losses of 1 process x batch 4 (same items, same updates)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from cotrain.contrastive.recipe import run
-    from cotrain.config import load_config
-    from cotrain.data.synthetic import generate_demo_data
-
-    root = Path(__file__).resolve().parents[3]
-    data = tmp_path / "data"
-    generate_demo_data(data, seed=2, n_scenes=30, n_large=0, progress=False, workers=1)
-    worker = root / "tests" / "cotrain" / "dist_worker.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
-           "clip", json.dumps({"recipe": _clip_recipe(data, tmp_path / "two", 2)})]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=root)
-    line = next((x for x in r.stdout.splitlines() if x.startswith("DIST_RESULT ") and '"rank": 0' in x), None)
-    assert line is not None, f"rc={r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
-    two = json.loads(line[len("DIST_RESULT "):])
-    assert two["ok"], two.get("error")
-    run(load_config(raw=_clip_recipe(data, tmp_path / "one", 4)))
-    one = [json.loads(x)["loss"] for x in (tmp_path / "one" / "log_history.jsonl").read_text().splitlines()
-           if "loss" in json.loads(x)]
-    assert two["global_batch"] == [4]
-    assert len(two["losses"]) == len(one) == 3
-    assert two["losses"] == pytest.approx(one, rel=1e-4)
