@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--visible-records", default=None, help="visible references for lesson 1 (default: the RGB "
                    "images of triplet records)")
     s.add_argument("--visible-root", default=None)
-    s.add_argument("--bandwidth", type=float, default=None, help="Gaussian kernel sigma (default: median heuristic)")
+    s.add_argument("--bandwidth", type=float, default=None, help="Gaussian kernel sigma (default: median heuristic x --bandwidth-scale)")
+    s.add_argument("--bandwidth-scale", type=float, default=1.0,
+                   help="multiplier of the median-heuristic sigma (default 1; below 1 a more local kernel)")
     s.add_argument("--max-references", type=int, default=20000)
     s.add_argument("--knobs", default=None, help="knobs.jsonl of the synthetic IR difficulty set: also print "
                    "Spearman's rho of each lesson against each knob")
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, summary = score_difficulty(
             read_records(args.records), args.image_root, encoder=encoder, before=before, after=after,
             visible_records=visible, visible_root=args.visible_root, bandwidth=args.bandwidth,
+            bandwidth_scale=args.bandwidth_scale,
             max_references=args.max_references, seed=args.seed, progress=not args.no_progress)
         write_jsonl_atomic(args.out, rows)
     except CotrainError as e:

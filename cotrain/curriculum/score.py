@@ -77,7 +77,7 @@ def _subset(x: np.ndarray, n: int, seed: int) -> np.ndarray:
 def score_difficulty(records: list[dict], image_root: str | Path, *, encoder: str | Path | None = None,
                      before: str | Path | None = None, after: str | Path | None = None,
                      visible_records: list[dict] | None = None, visible_root: str | Path | None = None,
-                     bandwidth: float | None = None, max_references: int = 20000, pair_batch: int = 256,
+                     bandwidth: float | None = None, bandwidth_scale: float = 1.0, max_references: int = 20000, pair_batch: int = 256,
                      seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
     """(score rows keyed by record id, summary) of both lessons, or of the one whose inputs are given."""
     from cotrain.contrastive.model import load_clip
@@ -110,7 +110,7 @@ def score_difficulty(records: list[dict], image_root: str | Path, *, encoder: st
         vis, _, vskip = image_features(model, processor, vis_recs, visible_root or image_root, "rgb", progress=progress)
         summary["skipped"] = dict(skipped + vskip)
         got = transfer_scores(ir, _subset(ir, max_references, seed), _subset(vis, max_references, seed + 1),
-                              bandwidth=bandwidth, seed=seed)
+                              bandwidth=bandwidth, bandwidth_scale=bandwidth_scale, seed=seed)
         columns["transfer"] = dict(zip(kept, got.scores.tolist()))
         summary.update(mmd2=got.mmd2, bandwidth=got.bandwidth)
     if before is not None:

@@ -17,7 +17,10 @@ which the visible-light model transfers to more easily. The curriculum therefore
 DESCENDING d_i (easiest first); see ``cotrain.curriculum.schedule``.
 
 Kernel: Gaussian k(x, y) = exp(-||x - y||^2 / (2 sigma^2)). Bandwidth: the median heuristic, sigma^2 =
-median of ||a - b||^2 / 2 over pairs of a sample of at most 2,000 points of R u V (seeded), overridable.
+median of ||a - b||^2 / 2 over pairs of a sample of at most 2,000 points of R u V (seeded), times
+``bandwidth_scale`` (default 1); or ``bandwidth`` given outright. A scale below 1 makes the kernel
+local: K(x, V) then weighs the visible images nearest to x, not the whole set's spread, which ranked the
+synthetic knob far better with small random encoders (docs/benchmarks.md, "Curriculum scores").
 ``linear`` (k = x . y, phi = identity) is there for checking against an explicit feature map.
 
 Memory: every mean is a sum over blocks of ``chunk x chunk`` kernel values, so 200,000 samples
@@ -85,7 +88,8 @@ class TransferScores:
 
 
 def transfer_scores(samples: np.ndarray, ir: np.ndarray, vis: np.ndarray, *, kernel: str = "gaussian",
-                    bandwidth: float | None = None, chunk: int = 2048, seed: int = 0) -> TransferScores:
+                    bandwidth: float | None = None, bandwidth_scale: float = 1.0, chunk: int = 2048,
+                    seed: int = 0) -> TransferScores:
     """d_i of every row of ``samples`` given the IR and visible reference features (see the module docstring)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r}; use one of {', '.join(KERNELS)}")
@@ -94,7 +98,9 @@ def transfer_scores(samples: np.ndarray, ir: np.ndarray, vis: np.ndarray, *, ker
         raise ValueError(f"feature sizes differ: samples {x.shape[1]}, ir {r.shape[1]}, vis {v.shape[1]}")
     sigma = None
     if kernel == "gaussian":
-        sigma = float(bandwidth) if bandwidth is not None else median_bandwidth(r, v, seed=seed)
+        if not bandwidth_scale > 0:
+            raise ValueError(f"bandwidth_scale={bandwidth_scale}; it must be > 0")
+        sigma = float(bandwidth) if bandwidth is not None else bandwidth_scale * median_bandwidth(r, v, seed=seed)
         if not sigma > 0:
             raise ValueError(f"bandwidth={bandwidth}; it must be > 0")
     k_rr = float(row_means(r, r, kernel, sigma, chunk).mean())

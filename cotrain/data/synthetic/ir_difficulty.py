@@ -3,9 +3,14 @@
 From the demo's ``syn_triplet`` records (``generate_demo_data``), each record gets two independent
 knobs drawn from (seed, record index):
 
-* ``image`` in [0, 1]: its IR twin is degraded, in this order: contrast pulled toward the mean by
-  a factor (1 - 0.8 k), Gaussian blur of radius 2.5 k px, Gaussian noise of sigma 60 k grey levels
-  (clipped to 0..255). Lesson 1 (IR-visible transfer) should rank this knob.
+* ``image`` in [0, 1]: how far the IR image is from the visible domain. The image is its visible
+  twin moved toward its IR rendering and an IR sensor's look, all by k, in this order: the RGB twin
+  blended with the IR twin (weight k on IR), colour pulled toward grey by k, contrast pulled toward
+  the mean by a factor (1 - 0.8 k), Gaussian blur of radius 2.5 k px, Gaussian noise of sigma 40 k
+  grey levels (clipped to 0..255). k = 0 is the visible twin itself; k = 1 a blurred, noisy,
+  low-contrast grey IR image. Lesson 1 (IR-visible transfer) should rank this knob. (Version 1
+  degraded the IR twin alone: every image then stayed equally far from the colour visible set, the
+  knob moved features across the IR -> visible axis rather than along it, and no encoder ranked it.)
 * ``caption`` in [0, 1]: every word of its captions and IR-aware captions is replaced, with
   probability c, by a word drawn from the other records' captions. Lesson 2 (IR-text alignment)
   should rank this knob.
@@ -30,7 +35,7 @@ from cotrain.data.synthetic.generate import fresh_manifest
 from cotrain.files import write_jsonl_atomic
 from cotrain.records import read_records
 
-IR_DIFFICULTY_VERSION = "1"
+IR_DIFFICULTY_VERSION = "2"
 RECORDS = "records/syn_ir_difficulty.jsonl"
 
 
@@ -40,14 +45,15 @@ def _params(demo_root: Path, split: str, n: int | None, seed: int) -> dict:
     return {"source": str(demo_root), "source_params": source, "split": split, "n": n, "seed": seed}
 
 
-def degrade(ir: Image.Image, k: float, rng: np.random.Generator) -> Image.Image:
-    """The IR image at knob ``k``: contrast loss, blur, noise (see the module docstring)."""
-    a = np.asarray(ir.convert("L"), dtype=np.float64)
+def degrade(rgb: Image.Image, ir: Image.Image, k: float, rng: np.random.Generator) -> Image.Image:
+    """The IR image at knob ``k`` from its visible and IR twins (see the module docstring)."""
+    a = np.asarray(Image.blend(rgb.convert("RGB"), ir.convert("RGB"), k), dtype=np.float64)
+    a = a + (a.mean(axis=2, keepdims=True) - a) * k
     a = a.mean() + (a - a.mean()) * (1 - 0.8 * k)
     im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     if k > 0:
         im = im.filter(ImageFilter.GaussianBlur(2.5 * k))
-    a = np.asarray(im, dtype=np.float64) + rng.normal(0.0, 60.0 * k, size=a.shape)
+    a = np.asarray(im, dtype=np.float64) + rng.normal(0.0, 40.0 * k, size=a.shape[:2])[..., None]
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 
@@ -74,8 +80,8 @@ def make_ir_difficulty_set(demo_root: str | Path, out_dir: str | Path, *, split:
         rng = np.random.default_rng([seed, 17, i])
         k_img, k_cap = float(rng.random()), float(rng.random())
         rgb, ir = rec["images"]
-        with Image.open(root / ir["path"]) as im:
-            bad = degrade(im, k_img, rng)
+        with Image.open(root / rgb["path"]) as vis, Image.open(root / ir["path"]) as im:
+            bad = degrade(vis, im, k_img, rng)
         rel = f"images/ir/{rec['id']}.png"
         bad.save(out / rel)
         rgb = {**rgb, "path": f"images/rgb/{Path(rgb['path']).name}"}

@@ -37,9 +37,9 @@ def test_generator_degrades_by_its_knobs(difficulty_set):
     src = {r["id"]: r for r in read_records(root / "demo" / "records" / "syn_triplet_train.jsonl")}
     change, k = [], []
     for r in recs:
-        new = np.asarray(Image.open(root / r["images"][1]["path"]), float)
-        old = np.asarray(Image.open(root / "demo" / src[r["id"]]["images"][1]["path"]), float)
-        change.append(np.abs(new - old).mean())
+        new = np.asarray(Image.open(root / r["images"][1]["path"]).convert("RGB"), float)
+        vis = np.asarray(Image.open(root / "demo" / src[r["id"]]["images"][0]["path"]).convert("RGB"), float)
+        change.append(np.abs(new - vis).mean())  # the knob moves the image away from its visible twin
         k.append(knobs[r["id"]]["image"])
         assert (root / r["images"][0]["path"]).is_file()  # the RGB twin is reachable from the set's root
     assert spearman(change, k) > 0.9

@@ -51,6 +51,9 @@ def test_median_bandwidth_and_its_use_by_default():
     d2 = ((pool[:, None] - pool[None]) ** 2).sum(-1)[np.triu_indices(len(pool), 1)]
     assert median_bandwidth(ir, vis) == pytest.approx(math.sqrt(np.median(d2) / 2))
     assert transfer_scores(ir, ir, vis).bandwidth == pytest.approx(math.sqrt(np.median(d2) / 2))
+    scaled = transfer_scores(ir, ir, vis, bandwidth_scale=0.25)
+    assert scaled.bandwidth == pytest.approx(0.25 * math.sqrt(np.median(d2) / 2))
+    assert scaled.scores == pytest.approx(transfer_scores(ir, ir, vis, bandwidth=scaled.bandwidth).scores)
 
 
 def test_visible_like_samples_score_higher():
@@ -69,6 +72,8 @@ def test_bad_inputs():
         transfer_scores(x[:, :3], ir, vis)
     with pytest.raises(ValueError, match="bandwidth"):
         transfer_scores(x, ir, vis, bandwidth=0.0)
+    with pytest.raises(ValueError, match="bandwidth_scale"):
+        transfer_scores(x, ir, vis, bandwidth_scale=-1.0)
     with pytest.raises(ValueError, match="identical"):
         median_bandwidth(np.ones((3, 2)), np.ones((3, 2)))
     with pytest.raises(ValueError, match="kernel"):
