@@ -82,6 +82,29 @@ class CurriculumConfig:
 
 
 @dataclass
+class SensorBranchConfig:
+    """This dataset's ms / sar images enter through the sensor branch (``cotrain.model.sensor_branch``)."""
+
+    bands: list[str] = field(default_factory=list)
+    """Bands that reach the model, each in its own input channel (e.g. [B02, B03, B04, B05, B06, B07, B08, B8A,
+    B11, B12], or [VV, VH])."""
+    stats: str = ""
+    """Per-band statistics file (``cotrain sensors stats``); each band is z-scored by it."""
+
+    def __post_init__(self) -> None:
+        if not self.bands:
+            raise ConfigError("sensor_branch.bands is empty; name the bands that enter the branch (e.g. [B02, B03, "
+                              "B04, B08])")
+        from cotrain.sensors import native_resolution
+
+        for b in self.bands:
+            native_resolution(b)  # unknown name: the error lists the S1 / S2 bands
+        if not self.stats:
+            raise ConfigError("sensor_branch.stats is required: the per-band statistics file of `cotrain sensors "
+                              "stats`")
+
+
+@dataclass
 class DatasetConfig:
     """One dataset of the mixture: a canonical JSONL records file and where its images live."""
 
@@ -112,6 +135,9 @@ class DatasetConfig:
     composite: str | None = None
     """How this dataset's ms / sar images reach the vision tower: true_colour | false_colour | sar (3 channels,
     fixed stretches, cotrain.sensors.COMPOSITES). None = the record's own ``composite``, else by modality."""
+    sensor_branch: SensorBranchConfig | None = None
+    """Feed this dataset's ms / sar images through the sensor branch: the composite in R, G, B plus each named
+    band in its own channel (None = the composite alone)."""
     curriculum: CurriculumConfig | None = None
     """Order this dataset's samples easy to hard within each epoch (None = the mixture's random order)."""
 
@@ -313,12 +339,18 @@ class ModelConfig:
     """Train the vision-language merger (patch merger MLP); false freezes it."""
     train_language: bool = True
     """Train the language model (decoder, embeddings, lm_head); false freezes it."""
+    train_sensor_branch: bool = True
+    """Train the widened patch embedding of a sensor branch (every channel), even with train_vision false or LoRA."""
+    sensor_init: str = "zeros"
+    """Kernels of the channels a sensor branch adds: zeros (the model starts as the RGB model) | rgb_mean."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapters via peft (off unless lora.enabled)."""
     clip: ClipConfig = field(default_factory=ClipConfig)
     """Used only with kind clip."""
 
     def __post_init__(self) -> None:
+        if self.sensor_init not in ("zeros", "rgb_mean"):
+            raise ConfigError(f"model.sensor_init={self.sensor_init!r}; use zeros or rgb_mean")
         if self.kind not in ("vlm", "clip"):
             raise ConfigError(f"model.kind={self.kind!r}; use vlm (Qwen-VL) or clip (contrastive RGB / IR / text)")
         if self.kind == "clip" and (self.arch or self.lora.enabled or self.liger):
@@ -726,6 +758,10 @@ def check_files(cfg: RunConfig) -> None:
                                   "or data.data_root")
             if ds.image_root and not Path(ds.image_root).is_dir():
                 raise ConfigError(f"{group} {ds.name!r}: image_root {ds.image_root!r} is not a directory")
+            if ds.sensor_branch is not None:
+                from cotrain.sensor_pixels import check_statistics
+
+                check_statistics(ds.sensor_branch.bands, ds.sensor_branch.stats, f"{group} {ds.name!r}")
 
 
 def config_to_dict(cfg: Any) -> dict:

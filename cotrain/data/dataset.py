@@ -23,7 +23,7 @@ from PIL import Image
 from cotrain.boxes import BoxCodec
 from cotrain.config import DataConfig, DatasetConfig
 from cotrain.errors import BadRecordError, ConfigError, RecordError
-from cotrain.images import open_entry
+from cotrain.sensor_pixels import open_pixels
 from cotrain.records import read_records
 from cotrain.resolution import ImageSizeError, random_resize, smart_resize
 from cotrain.seeding import stable_seed
@@ -178,10 +178,12 @@ class SampleBuilder:
                 record, image_root=ds.image_root, resized_sizes=sizes, codec=self.codec, seed=self.data_cfg.seed,
                 epoch=epoch, index=index, box_format=ds.box_format, prompt_style=ds.prompt_style,
                 classes=ld.classes, dataset=ds.name)
-            if ds.composite:  # the dataset's band composite for its ms / sar images
-                for img in conv.images:
-                    if img.get("modality") in ("ms", "sar"):
+            for img in conv.images:  # how the dataset shows its ms / sar images
+                if img.get("modality") in ("ms", "sar"):
+                    if ds.composite:
                         img["composite"] = ds.composite
+                    if ds.sensor_branch is not None:
+                        img["branch"] = {"bands": list(ds.sensor_branch.bands), "stats": ds.sensor_branch.stats}
             return conv
         except RecordError as e:
             # a record that validates but cannot be phrased (label outside the class list, ...)
@@ -190,8 +192,7 @@ class SampleBuilder:
     def load_pixels(self, conv) -> list[Image.Image]:
         """Decode each image of ``conv`` straight to its resized (w, h)."""
         rid = conv.meta.get("id", "?")
-        return [open_entry(img, rid, target_wh=tuple(img["resized_wh"]), composite=img.get("composite"))
-                for img in conv.images]
+        return [open_pixels(img, rid, target_wh=tuple(img["resized_wh"])) for img in conv.images]
 
     def build(self, record: dict, ld: LoadedDataset, epoch: int, index: int, *, prompt: bool = False) -> dict:
         """Encoded training sample (or generation prompt) of ``record``."""

@@ -84,8 +84,11 @@ def default_system_message(processor) -> str | None:
 class ChatEncoder:
     """Encodes conversations for one processor/family pair; see the module docstring."""
 
-    def __init__(self, processor, family: FamilySpec | str, *, max_length: int | None = None):
+    def __init__(self, processor, family: FamilySpec | str, *, max_length: int | None = None,
+                 channels: tuple[str, ...] | None = None):
         self.processor = processor
+        # the model's input channels (cotrain.model.sensor_branch.channel_layout); None / R, G, B: a plain RGB model
+        self.channels = tuple(channels) if channels and len(channels) > 3 else None
         self.tokenizer = processor.tokenizer
         self.image_processor = processor.image_processor
         self.family = family if isinstance(family, FamilySpec) else get_family(family)
@@ -243,16 +246,26 @@ class ChatEncoder:
         sample["num_image_tokens"] = int(sample["mm_token_type_ids"].sum())
         return sample
 
-    def _pixels(self, images: list[Image.Image], rid: str) -> dict:
+    def _pixels(self, images: list, rid: str) -> dict:
         ip = self.image_processor
+        n_channels = len(self.channels) if self.channels else 3
         if not images:
-            dim = 3 * ip.temporal_patch_size * ip.patch_size ** 2
+            dim = n_channels * ip.temporal_patch_size * ip.patch_size ** 2
             return {"pixel_values": torch.zeros(0, dim), "image_grid_thw": torch.zeros(0, 3, dtype=torch.long)}
+        p = self.family.patch_size
+        expected = torch.tensor([[1, im.height // p, im.width // p] for im in images], dtype=torch.long)
+        if self.channels:  # a sensor branch: every image's rows span the model's whole channel layout
+            from cotrain.sensor_pixels import layout_pixels
+
+            rows = torch.cat([layout_pixels(im, self.channels, ip, rid) for im in images])
+            return {"pixel_values": rows, "image_grid_thw": expected}
+        if not all(isinstance(im, Image.Image) for im in images):
+            raise BadRecordError(f"record {rid!r}: its ms / sar images enter through a sensor branch, but the model "
+                                 "has RGB input only; train a sensor branch or show them as a composite",
+                                 reason="band_channel", record_id=rid)
         # do_resize=False: the caller chose the size (and rendered boxes for it); a second
         # smart_resize with other pixel limits would silently move every box.
         out = ip(images=images, do_resize=False, return_tensors="pt")
-        p = self.family.patch_size
-        expected = torch.tensor([[1, im.height // p, im.width // p] for im in images], dtype=torch.long)
         grid = out["image_grid_thw"].long()
         if not torch.equal(grid, expected):  # pragma: no cover - guards a transformers behaviour change
             raise BadRecordError(f"record {rid!r}: image processor produced grid {grid.tolist()} but the "

@@ -120,7 +120,8 @@ def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
     ds = DatasetConfig(name=bench.name, records=bench.records, image_root=bench.image_root,
                        task=None if bench.task == "mixed" else bench.task,
                        box_format=o.get("box_format", "quad"), prompt_style=o.get("prompt_style", "plain"),
-                       classes=o.get("classes"), composite=o.get("composite"))
+                       classes=o.get("classes"), composite=o.get("composite"),
+                       sensor_branch=sensor_branch_of(bench, backend))
     ld = load_dataset(ds)
     n = len(ld.records)
     for limit in (o.get("max_samples"), opts.max_samples):  # the benchmark's and the caller's: the smaller wins
@@ -134,6 +135,26 @@ def prepare(bench: Benchmark, backend, opts: EvalOptions) -> Prepared:
     builder = SampleBuilder(None, backend.family, data_cfg)  # conversations only: the backend encodes
     sampling = SamplingParams(max_new_tokens=int(o.get("max_new_tokens", opts.max_new_tokens)), seed=opts.seed)
     return Prepared(bench, records, ld, builder, limits, sampling)
+
+
+def sensor_branch_of(bench, backend):
+    """The benchmark's ``sensor_branch`` option as a config, after checking that the model has its bands."""
+    opt = bench.options.get("sensor_branch")
+    if not opt:
+        return None
+    from cotrain.config import SensorBranchConfig
+    from cotrain.model.sensor_branch import require_bands
+    from cotrain.sensor_pixels import check_statistics
+
+    if not isinstance(opt, dict):
+        raise ConfigError(f"benchmark {bench.name!r}: sensor_branch={opt!r}; give {{bands: [...], stats: FILE}}")
+    sb = SensorBranchConfig(**opt)
+    check_statistics(sb.bands, sb.stats, f"benchmark {bench.name!r}")
+    if getattr(backend, "model", None) is None:
+        raise ConfigError(f"benchmark {bench.name!r}: the sensor branch needs the model's widened patch embedding; "
+                          f"the {backend.name} backend cannot feed it, use --backend hf")
+    require_bands(backend.model, sb.bands, f"benchmark {bench.name!r}")
+    return sb
 
 
 def weights_fingerprint(path: str | os.PathLike | None) -> dict | None:

@@ -18,7 +18,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 
@@ -69,6 +69,8 @@ class BenchmarkOptions:
     """Retrieval: captions per image (several captions handled as one image's)."""
     composite: str | None = None
     """How ms / sar images are shown to the model: true_colour | false_colour | sar (``cotrain.sensors``)."""
+    sensor_branch: Any = None
+    """ms / sar images through the model's sensor branch: {bands: [...], stats: STATS.json} (``cotrain.sensor_pixels``)."""
     aggregate: str | None = None
     """IRGPT-style suite totals (``cotrain.eval.summary.psum_nsum``): accuracy (into psum) or mae (counting MAE into
     nsum); default by metric (accuracy for classification, vqa, mcq; Acc@0.5 for grounding)."""

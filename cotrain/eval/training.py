@@ -43,6 +43,8 @@ def benchmarks_for(eval_sets, eval_cfg) -> list[Benchmark]:
         for key in ("min_pixels", "max_pixels", "composite"):
             if getattr(ld.cfg, key) is not None:
                 options[key] = getattr(ld.cfg, key)
+        if ld.cfg.sensor_branch is not None:
+            options["sensor_branch"] = {"bands": list(ld.cfg.sensor_branch.bands), "stats": ld.cfg.sensor_branch.stats}
         out.append(Benchmark(name=ld.cfg.name, records=ld.cfg.records, image_root=ld.cfg.image_root, task=task,
                              options=options, description="held-out split of the recipe", source="recipe"))
     return out

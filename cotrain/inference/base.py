@@ -137,14 +137,15 @@ class Backend(Protocol):
         ...
 
 
-def load_request_images(request: GenerationRequest) -> list[Image.Image]:
-    """The request's images as RGB PIL images at their ``resized`` size (raises BadRecordError).
+def load_request_images(request: GenerationRequest) -> list:
+    """The request's images as RGB PIL images at their ``resized`` size (raises BadRecordError); an ms / sar
+    image of a sensor-branch dataset as a ``cotrain.sensor_pixels.BandImage``.
 
     Shared by every backend so that they feed identical pixels: a file is decoded straight to the
     target size (``open_image``: same resampling as training); an in-memory image is resized the
     same way when its size differs.
     """
-    from cotrain.images import open_entry
+    from cotrain.sensor_pixels import open_pixels
 
     out = []
     for img in request.images:
@@ -155,7 +156,7 @@ def load_request_images(request: GenerationRequest) -> list[Image.Image]:
                 im = im.resize((w, h), Image.Resampling.BICUBIC)
             out.append(im)
         else:
-            out.append(open_entry(img, request.id, target_wh=(w, h), composite=img.get("composite")))
+            out.append(open_pixels(img, request.id, target_wh=(w, h)))
     return out
 
 

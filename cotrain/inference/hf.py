@@ -39,7 +39,9 @@ class HFBackend:
         self.processor = processor
         self.family = family
         self.batch_size = batch_size
-        self.encoder = ChatEncoder(processor, family)
+        from cotrain.model.sensor_branch import channel_layout
+
+        self.encoder = ChatEncoder(processor, family, channels=channel_layout(model))
         self.limits = limits or PixelLimits.of_processor(processor, family)
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

@@ -48,7 +48,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cotrain.errors import BadRecordError, ModelLoadError
+from PIL import Image
+
+from cotrain.errors import BadRecordError, ConfigError, ModelLoadError
 from cotrain.inference.base import (GenerationRequest, GenerationResponse, SamplingParams, load_request_images,
                                     request_error)
 from cotrain.resolution import PixelLimits, resized_wh_of
@@ -103,6 +105,9 @@ def build_vllm_inputs(request: GenerationRequest, encoder, limits: PixelLimits) 
     out: dict[str, Any] = {"prompt": prompt}
     if order:
         pil = load_request_images(request)
+        if any(not isinstance(im, Image.Image) for im in pil):
+            raise ConfigError(f"request {request.id!r}: its ms / sar images enter through a sensor branch (more than 3 "
+                              "input channels), which vLLM cannot feed; use --backend hf")
         out["multi_modal_data"] = {"image": [pil[i] for i in order]}
     # The request's sizes may come from a benchmark's own limits, not the backend's: pin vLLM's
     # budget to the sizes actually sent (each is a multiple of the factor, so its resize is the identity).

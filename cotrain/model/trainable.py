@@ -139,12 +139,22 @@ def apply_freeze(model, model_cfg) -> dict[str, dict]:
                           "nothing would train. Set at least one of them to true.")
     for name, p in model.named_parameters():
         p.requires_grad_(flags[part_of(name)])
+    _open_sensor_branch(model, model_cfg)
     summary = trainable_summary(model)
     if sum(c["trainable"] for c in summary.values()) == 0:
         raise ConfigError(f"no parameter is trainable with train flags {flags}; the model has no parameters "
                           "in the enabled parts. Enable another part.")
     _log_summary(summary, "freeze:")
     return summary
+
+
+def _open_sensor_branch(model, model_cfg) -> None:
+    """A widened patch embedding (``cotrain.model.sensor_branch``) trains when model.train_sensor_branch is on."""
+    from cotrain.model.sensor_branch import channel_layout, patch_embed
+
+    if len(channel_layout(model.config)) > 3 and getattr(model_cfg, "train_sensor_branch", True):
+        for p in patch_embed(model).parameters():
+            p.requires_grad_(True)
 
 
 def lora_target_regex(model_cfg) -> str:
@@ -190,6 +200,7 @@ def apply_lora(model, model_cfg):
         else:
             part = part_of(name)
             p.requires_grad_(part not in adapted and flags[part])
+    _open_sensor_branch(peft_model, model_cfg)
     summary = trainable_summary(peft_model)
     _log_summary(summary, f"lora r={lora.r} alpha={lora.alpha} on {'+'.join(sorted(adapted))}:")
     return peft_model
@@ -249,11 +260,14 @@ def _is_peft_model(model) -> bool:
 
 def _base_facts(model) -> dict:
     """What an adapter depends on: family and the widths its A/B matrices were shaped for."""
+    from cotrain.model.sensor_branch import channel_layout
+
     cfg = model.config
     text = getattr(cfg, "text_config", cfg)
     vision = getattr(cfg, "vision_config", None)
     return {"model_type": cfg.model_type, "text_hidden_size": getattr(text, "hidden_size", None),
-            "vision_hidden_size": getattr(vision, "hidden_size", getattr(vision, "embed_dim", None))}
+            "vision_hidden_size": getattr(vision, "hidden_size", getattr(vision, "embed_dim", None)),
+            "sensor_channels": list(channel_layout(cfg))}
 
 
 def save_adapter(model, out_dir: str | os.PathLike) -> Path:
@@ -298,6 +312,10 @@ def load_with_adapter(base_model, adapter_dir: str | os.PathLike, *, is_trainabl
     meta_file = path / ADAPTER_META_FILE
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        if len(meta.get("sensor_channels") or ()) > 3:  # trained with a sensor branch: widen the base to its layout
+            from cotrain.model.sensor_branch import widen_patch_embed
+
+            widen_patch_embed(base_model, meta["sensor_channels"][3:])
         facts = _base_facts(base_model)
         wrong = {k: (meta[k], facts[k]) for k in facts if k in meta and meta[k] != facts[k]}
         if wrong:

@@ -142,8 +142,29 @@ def setup_model(cfg: RunConfig):
 
     torch.manual_seed(cfg.train.seed)
     model, processor, family = build_model(cfg)
+    widen_for_sensors(model, cfg)
     model = configure_training_model(model, family, cfg)
     return model, processor, family
+
+
+def sensor_bands(cfg: RunConfig) -> list[str]:
+    """Every band a sensor_branch dataset of the recipe feeds (training and held-out), in recipe order."""
+    return list(dict.fromkeys(b for ds in [*cfg.data.datasets, *cfg.data.eval_datasets] if ds.sensor_branch
+                              for b in ds.sensor_branch.bands))
+
+
+def widen_for_sensors(model, cfg: RunConfig) -> None:
+    """Give the model an input channel for each band of the recipe's sensor branches that it lacks."""
+    from cotrain.model.sensor_branch import channel_layout, widen_patch_embed
+
+    bands = sensor_bands(cfg)
+    if not bands:
+        return
+    had = channel_layout(model)
+    new = widen_patch_embed(model, bands, cfg.model.sensor_init)
+    if len(had) > 3 and new != had:
+        log.warning("model.path %s had a sensor branch for %s; band(s) %s are new and start from %s kernels",
+                    cfg.model.path, ", ".join(had[3:]), ", ".join(new[len(had):]), cfg.model.sensor_init)
 
 
 def setup_train_dataset(cfg: RunConfig, train_sets: list[LoadedDataset], model, processor, family):
@@ -151,7 +172,9 @@ def setup_train_dataset(cfg: RunConfig, train_sets: list[LoadedDataset], model, 
     from cotrain.data.collate import make_collate, make_pack_collate, pad_id_of
     from cotrain.data.encoder import ChatEncoder
 
-    builder = SampleBuilder(ChatEncoder(processor, family), family, cfg.data)
+    from cotrain.model.sensor_branch import channel_layout
+
+    builder = SampleBuilder(ChatEncoder(processor, family, channels=channel_layout(model)), family, cfg.data)
     train_ds = TrainingDataset(train_sets, builder, cfg.data, curriculum_step=optimizer_step_samples(cfg))
     if not cfg.data.packing:
         return train_ds, make_collate(pad_id_of(processor)), "samples"

@@ -18,6 +18,7 @@ Records (``records/<dataset>_<split>.jsonl``, split by patch: every 10th val, th
 ``ms_mcq`` (which class dominates, 4 choices) and ``ms_cap`` (captioning); every record holds the S2
 image (``modality: ms``, 12 bands with ``band_files``) and the S1 image (``modality: sar``). ``ms_pair``:
 the patches dominated by meadow or artificial turf, classified between those two (chance 0.5), S2 only.
+Band statistics of the training patches: ``stats/s2.json`` (the 10 / 20 m bands) and ``stats/s1.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ BACKSCATTER = {"water": (-22.0, -28.0), "forest": (-8.0, -14.0), "meadow": (-11.
                "artificial_turf": (-11.0, -18.0), "bare_soil": (-13.0, -21.0), "urban": (-5.0, -12.0)}
 """(VV, VH) in dB per class."""
 SIDE = 120
-MULTISENSOR_VERSION = "1"
+MULTISENSOR_VERSION = "2"
 DATASETS = {"ms_cls": "classification", "ms_vqa": "vqa", "ms_mcq": "mcq", "ms_cap": "captioning",
             "ms_pair": "classification"}
 PAIR = ("meadow", "artificial_turf")
@@ -144,10 +145,22 @@ def generate_multisensor_data(out_dir: str | Path, *, n_patches: int = 400, seed
             write_jsonl_atomic(out / files[split], recs)
         datasets.append({"name": name, "task": DATASETS[name], "files": files,
                          "counts": {k: len(v) for k, v in by_split.items()}})
+    write_statistics_files(out, rows["ms_cls"]["train"])
     manifest = {"kind": "multisensor", "version": MULTISENSOR_VERSION, "params": _params(seed, n_patches),
                 "classes": list(CLASSES), "datasets": datasets}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+STATS_FILES = {"ms": "stats/s2.json", "sar": "stats/s1.json"}
+"""Per-band statistics of the training split (every patch once), for sensor_branch datasets."""
+
+
+def write_statistics_files(out: Path, train_records: list[dict]) -> None:
+    from cotrain.sensors import DEFAULT_S2_BANDS, band_statistics, write_statistics
+
+    for modality, bands in (("ms", list(DEFAULT_S2_BANDS)), ("sar", list(S1_BANDS))):
+        write_statistics(band_statistics(train_records, out, modality, bands), out / STATS_FILES[modality])
 
 
 def _params(seed: int, n_patches: int) -> dict:
