@@ -12,7 +12,7 @@ Must not decide the mixture (``cotrain.data.mixture.MixtureSampler`` does); must
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -183,7 +183,7 @@ class SampleBuilder:
                     if ds.composite:
                         img["composite"] = ds.composite
                     if ds.sensor_branch is not None:
-                        img["branch"] = {"bands": list(ds.sensor_branch.bands), "stats": ds.sensor_branch.stats}
+                        img["branch"] = asdict(ds.sensor_branch)
             return conv
         except RecordError as e:
             # a record that validates but cannot be phrased (label outside the class list, ...)

@@ -142,13 +142,11 @@ def sensor_branch_of(bench, backend):
     opt = bench.options.get("sensor_branch")
     if not opt:
         return None
-    from cotrain.config import SensorBranchConfig
+    from cotrain.config import SensorBranchConfig, bind_dataclass
     from cotrain.model.sensor_branch import require_bands
     from cotrain.sensor_pixels import check_statistics
 
-    if not isinstance(opt, dict):
-        raise ConfigError(f"benchmark {bench.name!r}: sensor_branch={opt!r}; give {{bands: [...], stats: FILE}}")
-    sb = SensorBranchConfig(**opt)
+    sb = bind_dataclass(SensorBranchConfig, opt, f"benchmark {bench.name!r} options.sensor_branch")
     check_statistics(sb.bands, sb.stats, f"benchmark {bench.name!r}")
     if getattr(backend, "model", None) is None:
         raise ConfigError(f"benchmark {bench.name!r}: the sensor branch needs the model's widened patch embedding; "

@@ -10,7 +10,7 @@ class lists, pixel limits and prompt options, so prompts are the ones the model 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cotrain.eval.harness import EvalOptions, evaluate, read_rows
@@ -44,7 +44,7 @@ def benchmarks_for(eval_sets, eval_cfg) -> list[Benchmark]:
             if getattr(ld.cfg, key) is not None:
                 options[key] = getattr(ld.cfg, key)
         if ld.cfg.sensor_branch is not None:
-            options["sensor_branch"] = {"bands": list(ld.cfg.sensor_branch.bands), "stats": ld.cfg.sensor_branch.stats}
+            options["sensor_branch"] = asdict(ld.cfg.sensor_branch)
         out.append(Benchmark(name=ld.cfg.name, records=ld.cfg.records, image_root=ld.cfg.image_root, task=task,
                              options=options, description="held-out split of the recipe", source="recipe"))
     return out
