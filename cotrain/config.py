@@ -127,7 +127,8 @@ class DatasetConfig:
     random_resize: float = 0.0
     """Probability of drawing a random target area in [min_pixels, max_pixels] (augmentation)."""
     box_format: str = "quad"
-    """How boxes are written in answers: hbb | obb | quad."""
+    """How boxes are written in answers: hbb | obb | quad, or point (grounding only: a point inside the target, the
+    record's ``point`` else the target's centre)."""
     prompt_style: str = "plain"
     """Answer style for boxes: plain lines or a fenced JSON list."""
     classes: list[str] | None = None
@@ -150,8 +151,12 @@ class DatasetConfig:
                 raise ConfigError(f"dataset {self.name!r}: {key}={v} must be > 0 (or left out for the default)")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ConfigError(f"dataset {self.name!r}: min_pixels={self.min_pixels} > max_pixels={self.max_pixels}")
-        if self.box_format not in ("hbb", "obb", "quad"):
-            raise ConfigError(f"dataset {self.name!r}: box_format={self.box_format!r}; use hbb, obb or quad")
+        if self.box_format not in ("hbb", "obb", "quad", "point"):
+            raise ConfigError(f"dataset {self.name!r}: box_format={self.box_format!r}; use hbb, obb, quad or point "
+                              "(point: grounding datasets only)")
+        if self.box_format == "point" and self.task not in (None, "grounding"):
+            raise ConfigError(f"dataset {self.name!r}: box_format=point answers a referring expression with one point; "
+                              f"it does not apply to task {self.task!r}. Use hbb, obb or quad")
         if self.prompt_style not in ("plain", "json"):
             raise ConfigError(f"dataset {self.name!r}: prompt_style={self.prompt_style!r}; use plain or json")
         if self.composite is not None and self.composite not in ("true_colour", "false_colour", "sar"):

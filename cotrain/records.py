@@ -320,6 +320,9 @@ def validate_record(obj: Any, *, path: str | Path | None = None, line: int | Non
         raise w.error("task", f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}", "set 'task' to one of them")
     images = _check_images(obj, w)
     _CHECKS[task](obj, images, w)
+    if "subtask" in obj and not (isinstance(obj["subtask"], str) and obj["subtask"].strip()):
+        raise w.error("subtask", f"must be a non-empty string, got {obj['subtask']!r}",
+                      "name the task within the benchmark (e.g. 'presence') or drop 'subtask'")
     return obj
 
 

@@ -8,6 +8,7 @@
     cotrain convert captions RSICD/dataset_rsicd.json data/rsicd.jsonl --image-root RSICD/images
     cotrain convert fusionrs FusionRS/ data/fusionrs.jsonl
     cotrain convert llava geochat.json data/geochat.jsonl --image-root images --box-convention geochat
+    cotrain convert bigearthnet_txt BigEarthNet.txt.jsonl images/ data/ben_ref.jsonl --kind referring --split train
 
 FORMAT is a name of the converter registry (``cotrain.converters.CONVERTERS``); each format
 declares its arguments here, in one table, and calls its converter through ``run_converter``
@@ -151,6 +152,24 @@ def _llava(p):
                                    box_convention=a.box_convention, modality=a.modality, on_bad=a.on_bad)
 
 
+def _bigearthnet_txt(p):
+    from cotrain.converters.bigearthnet_txt import BOX_UNITS, KINDS
+
+    p.add_argument("rows", help="BigEarthNet.txt rows as JSON lines (the parquet exported with pandas .to_json(..., "
+                   "orient='records', lines=True))")
+    p.add_argument("images", help="folder of RGB renderings, <patch_id>.png|jpg|tif")
+    p.add_argument("out", help="output JSONL")
+    p.add_argument("--kind", choices=KINDS, required=True, help="which rows: binary -> vqa, mcq, caption -> captioning, "
+                   "referring -> grounding (one box per row)")
+    p.add_argument("--split", default="benchmark", help="keep rows of this 'split' value ('all': every row)")
+    p.add_argument("--box-units", choices=tuple(BOX_UNITS), default="pixels",
+                   help="unit of the referring boxes in 'output' (pixels of the image, 0..1000 or 0..1)")
+    p.add_argument("--image-root", default=None, help="folder image paths are relative to (default: IMAGES)")
+    return lambda a: run_converter(CONVERTERS["bigearthnet_txt"], a.rows, a.images, a.out, kind=a.kind,
+                                   split=None if a.split == "all" else a.split, box_units=a.box_units,
+                                   image_root=a.image_root, on_bad=a.on_bad)
+
+
 FORMATS: dict[str, tuple[str, Callable]] = {
     "dota": ("DOTA v1.0/v1.5 labelTxt + images (optionally split into patches) -> detection records", _dota),
     "dior_r": ("DIOR-R oriented XML -> detection records (quads, 20 DIOR classes)", _dior_r),
@@ -161,6 +180,8 @@ FORMATS: dict[str, tuple[str, Callable]] = {
                  _captions),
     "fusionrs": ("FusionRS RGB/IR/caption triplets -> scene, IR-aware and dual-modal captioning records", _fusionrs),
     "llava": ("LLaVA / ShareGPT conversation JSON (GeoChat, VHM style) -> conversation records", _llava),
+    "bigearthnet_txt": ("BigEarthNet.txt rows (binary, MCQ, caption, referring) -> vqa / mcq / captioning / grounding "
+                        "records", _bigearthnet_txt),
 }
 """format -> (help, function adding its arguments and returning the call); keys = the converter registry."""
 

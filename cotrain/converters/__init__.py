@@ -31,6 +31,7 @@ from cotrain.converters.base import (
                                      relative_image_path,
                                      run_converter,
 )
+from cotrain.converters.bigearthnet_txt import convert_bigearthnet_txt
 from cotrain.converters.captions import convert_captions
 
 # ----------------------------------------------------------------------------------------------
@@ -52,6 +53,7 @@ CONVERTERS: dict[str, Callable[..., ConvertReport]] = {
     "captions": convert_captions,
     "fusionrs": convert_fusionrs,
     "llava": convert_llava,
+    "bigearthnet_txt": convert_bigearthnet_txt,
 }
 
 __all__ = ["CONVERTERS", "ON_BAD", "MAX_EXAMPLES", "ConvertError", "ConvertReport", "RecordWriter", "clean_box", "find_image", "image_size", "read_id_list", "read_utf8", "relative_image_path", "run_converter"]

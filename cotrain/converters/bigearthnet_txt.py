@@ -1,10 +1,11 @@
-"""BigEarthNet.txt (Herzog et al., 2026) binary (yes/no) and multiple-choice VQA -> vqa / mcq records.
+"""BigEarthNet.txt (Herzog et al., 2026) rows of its four categories -> cotrain records.
 
 The release is one table, ``BigEarthNet.txt.parquet``, with the columns ``ID``, ``s1_name``
 (Sentinel-1 patch), ``patch_id`` (Sentinel-2 patch of BigEarthNet v2.0), ``input`` (instruction or
 question), ``output`` (reference answer), ``type``, ``category`` and ``split`` (plus
 ``country`` / ``season`` / ``climate_zone``). The benchmark split is the manually verified one
-(1,082 image pairs).
+(1,082 image pairs). Kinds: ``binary`` -> vqa, ``mcq`` -> mcq, ``caption`` -> captioning,
+``referring`` -> grounding (one box; scored as boxes, or as points with ``box_format: point``).
 
 Documented assumptions (the public card does not pin these down; a differing source is a
 one-line reshaping away):
@@ -14,12 +15,24 @@ one-line reshaping away):
   ``pandas.read_parquet(p).to_json(out, orient="records", lines=True)``.
 * Images are RGB renderings of the Sentinel-2 patches (bands B04/B03/B02), one file per patch,
   ``<image_dir>/<patch_id>.<png|jpg|tif>``; the multi-band GeoTIFFs themselves are not read.
-* Which rows are binary / MCQ is read from the content, not from ``type`` (its values are not
-  documented): binary = the output is ``yes`` or ``no`` (any case, trailing period allowed);
-  MCQ = the input lists at least two options, one per line, as ``A. text``, ``A) text``,
-  ``(A) text`` or ``A: text``, and the output names one of them by letter (``B``, ``b``, ``B.``,
-  ``(B)``, ``B) text``) or by its exact text (case-insensitive). The question is the input
-  without the option lines. Other rows (captions, referring expressions) are counted as ignored.
+* A row's kind is read from its content, not from ``type`` / ``category`` (their values are not
+  documented), in this order:
+
+  - mcq: the input lists at least two options, one per line, as ``A. text``, ``A) text``,
+    ``(A) text`` or ``A: text``; the output must name one of them by letter (``B``, ``b``, ``B.``,
+    ``(B)``, ``B) text``) or by its exact text (case-insensitive), else the row is skipped
+    (``answer_not_in_choices``). The question is the input without the option lines;
+  - binary: the output is ``yes`` or ``no`` (any case, trailing period allowed);
+  - referring: the output is boxes and nothing else: groups of 4 numbers ``x1, y1, x2, y2``
+    (brackets, parentheses, braces, ``<>``, commas, spaces, JSON ``bbox_2d`` / ``bbox`` keys
+    allowed, no other words). Their unit is the option ``box_units``: ``pixels`` of the image
+    (default; BigEarthNet's 10 m grid is 120 x 120), ``thousandths`` of the side (0..1000, the
+    Qwen2-VL convention) or ``unit`` (0..1). The expression is the input. A row with more than one
+    box is skipped (``several_boxes``): a grounding record has one target;
+  - caption: any other row whose output has at least 3 words. The instruction is not kept (the
+    captioning prompt is cotrain's own).
+* ``type`` (when present) becomes the record's ``subtask``, so evaluation reports each task of a
+  category apart (``by_subtask``), the way the paper's tables do.
 
 Record ids: ``ID`` as a string (``<line number>`` when absent). Must not decode pixels.
 """
@@ -40,10 +53,17 @@ from cotrain.converters.base import (
     relative_image_path,
 )
 
-KINDS = ("binary", "mcq")
+KINDS = ("binary", "mcq", "caption", "referring")
+TASK_OF_KIND = {"binary": "vqa", "mcq": "mcq", "caption": "captioning", "referring": "grounding"}
+BOX_UNITS = {"pixels": None, "thousandths": 1000.0, "unit": 1.0}
+"""Unit of referring boxes -> the full side in that unit (None: image pixels)."""
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _OPTION = re.compile(r"^\s*\(?([A-Z])\s*[\.\):]\s*(\S.*?)\s*$")
 _LETTER_ANSWER = re.compile(r"^\s*\(?([A-Za-z])\s*(?:[\.\):]|$)")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_BOX_KEY = re.compile(r"[\"']?\b(?:bbox_2d|bbox)\b[\"']?")
+_BOX_PUNCTUATION = re.compile(r"^[\s\[\](){}<>,;:]*$")
+MIN_CAPTION_WORDS = 3
 
 
 def parse_options(text: str) -> tuple[str, list[str]]:
@@ -68,6 +88,27 @@ def answer_index(output: str, options: list[str]) -> int | None:
     return lowered.index(text) if text in lowered else None
 
 
+def parse_boxes(output: str) -> list[list[float]] | None:
+    """The ``[x1, y1, x2, y2]`` boxes of an output made of boxes only (module docstring), else None."""
+    text = _BOX_KEY.sub(" ", output)
+    numbers = _NUMBER.findall(text)
+    if not numbers or len(numbers) % 4 or not _BOX_PUNCTUATION.match(_NUMBER.sub(" ", text)):
+        return None
+    values = [float(v) for v in numbers]
+    return [values[k:k + 4] for k in range(0, len(values), 4)]
+
+
+def row_kind(text: str, output: str) -> str | None:
+    """mcq | binary | referring | caption, read from the row's content in that order; None for none."""
+    if len(parse_options(text)[1]) >= 2:
+        return "mcq"
+    if output.strip().rstrip(".").strip().lower() in ("yes", "no"):
+        return "binary"
+    if parse_boxes(output) is not None:
+        return "referring"
+    return "caption" if len(output.split()) >= MIN_CAPTION_WORDS else None
+
+
 def read_rows(path: str | Path) -> list[tuple[int, object]]:
     """(line number, parsed object) of a JSON-lines file; a malformed line is returned as the exception."""
     path = Path(path)
@@ -85,15 +126,60 @@ def read_rows(path: str | Path) -> list[tuple[int, object]]:
     return rows
 
 
+def _payload(kind: str, text: str, output: str, size: tuple[int, int], box_units: str) -> dict | tuple[str, str]:
+    """The task fields of one row, or (skip reason, problem) when the row cannot be one."""
+    if kind == "binary":
+        return {"task": "vqa", "question": text.strip(), "answer": output.strip().rstrip(".").strip(),
+                "answer_type": "yes_no"}
+    if kind == "mcq":
+        question, options = parse_options(text)
+        index = answer_index(output, options)
+        if index is None or not question:
+            return "answer_not_in_choices", (f"output {output!r:.40} names none of the options {options}, or the "
+                                             "question is empty")
+        return {"task": "mcq", "question": question, "choices": options, "answer": index}
+    if kind == "caption":
+        return {"task": "captioning", "captions": [output.strip()], "caption_style": "scene"}
+    boxes = parse_boxes(output)
+    if len(boxes) != 1:
+        return "several_boxes", f"output has {len(boxes)} boxes; a grounding record has one target"
+    w, h = size
+    side = BOX_UNITS[box_units]
+    x1, y1, x2, y2 = boxes[0] if side is None else [v * (w if k % 2 == 0 else h) / side
+                                                      for k, v in enumerate(boxes[0])]
+    if not (x1 < x2 and y1 < y2):
+        return "bad_box", f"box {boxes[0]} is empty or its corners are reversed (x1 < x2 and y1 < y2 expected)"
+    if min(x1, y1) < -1 or x2 > w + 1 or y2 > h + 1:
+        return "box_outside", (f"box {boxes[0]} read as {box_units} lies outside the {w} x {h} image; pass the "
+                               f"unit the boxes are written in (box_units: {', '.join(BOX_UNITS)})")
+    clip = [min(max(v, 0.0), float(w if k % 2 == 0 else h)) for k, v in enumerate((x1, y1, x2, y2))]
+    return {"task": "grounding", "expression": text.strip(), "target": {"hbb": [round(v, 3) for v in clip]}}
+
+
+def _image_entry(patch: str, image_dir: Path, root_dir: Path) -> dict | ConvertError:
+    path = find_image(patch, [image_dir], IMAGE_EXTS)
+    try:
+        if path is None:
+            raise ConvertError(f"{image_dir}/{patch}.png (or .jpg/.tif): RGB rendering not found. Render "
+                               "the Sentinel-2 patch or drop the row", reason="image_missing")
+        w, h = image_size(path)
+        return {"path": relative_image_path(path, root_dir), "modality": "rgb", "width": w, "height": h}
+    except ConvertError as exc:
+        return exc
+
+
 def convert_bigearthnet_txt(rows_jsonl: str | Path, image_dir: str | Path, out_jsonl: str | Path, *, kind: str,
                             split: str | None = "benchmark", image_root: str | Path | None = None,
-                            on_bad: str = "skip") -> ConvertReport:
-    """Write the ``kind`` (binary -> vqa, mcq -> mcq) rows of ``split`` (None: every row) as records.
+                            box_units: str = "pixels", on_bad: str = "skip") -> ConvertReport:
+    """Write the ``kind`` rows (``KINDS``; module docstring) of ``split`` (None: every row) as records.
 
-    ``image_root``: root of the record image paths (default: ``image_dir``).
+    ``image_root``: root of the record image paths (default: ``image_dir``). ``box_units``: the unit of
+    referring boxes (``BOX_UNITS``). Rows of other kinds are counted as ignored (``not_<kind>``).
     """
     if kind not in KINDS:
         raise ConvertError(f"kind={kind!r} is not one of {', '.join(KINDS)}", reason="bad_option")
+    if box_units not in BOX_UNITS:
+        raise ConvertError(f"box_units={box_units!r} is not one of {', '.join(BOX_UNITS)}", reason="bad_option")
     rows_jsonl, image_dir = Path(rows_jsonl), Path(image_dir)
     root_dir = Path(image_root) if image_root is not None else image_dir
     report = ConvertReport(f"BigEarthNet.txt {kind} {rows_jsonl}", on_bad=on_bad)
@@ -115,38 +201,20 @@ def convert_bigearthnet_txt(rows_jsonl: str | Path, image_dir: str | Path, out_j
             if not all(isinstance(v, str) and v.strip() for v in (text, output, patch)):
                 report.skip("bad_row", f"{where}: needs non-empty 'input', 'output' and 'patch_id' strings. Fix the row")
                 continue
-            answer = output.strip().rstrip(".").strip()
-            if kind == "binary":
-                if answer.lower() not in ("yes", "no"):
-                    report.ignored["not_binary"] += 1
-                    continue
-                payload = {"task": "vqa", "question": text.strip(), "answer": answer, "answer_type": "yes_no"}
-            else:
-                question, options = parse_options(text)
-                if len(options) < 2:
-                    report.ignored["not_mcq"] += 1
-                    continue
-                index = answer_index(output, options)
-                if index is None or not question:
-                    report.skip("answer_not_in_choices", f"{where}: output {output!r:.40} names none of the options "
-                                f"{options}, or the question is empty. Fix the row")
-                    continue
-                payload = {"task": "mcq", "question": question, "choices": options, "answer": index}
+            if row_kind(text, output) != kind:
+                report.ignored[f"not_{kind}"] += 1
+                continue
             if patch not in images:
-                path = find_image(patch, [image_dir], IMAGE_EXTS)
-                try:
-                    if path is None:
-                        raise ConvertError(f"{image_dir}/{patch}.png (or .jpg/.tif): RGB rendering not found. Render "
-                                           "the Sentinel-2 patch or drop the row", reason="image_missing")
-                    w, h = image_size(path)
-                    images[patch] = {"path": relative_image_path(path, root_dir), "modality": "rgb",
-                                     "width": w, "height": h}
-                except ConvertError as exc:
-                    images[patch] = exc
+                images[patch] = _image_entry(patch, image_dir, root_dir)
             image = images[patch]
             if isinstance(image, ConvertError):
                 report.skip(image.reason, f"{where}: {image}")
                 continue
+            payload = _payload(kind, text, output, (image["width"], image["height"]), box_units)
+            if isinstance(payload, tuple):
+                report.skip(payload[0], f"{where}: {payload[1]}. Fix the row")
+                continue
             rid = str(row["ID"]) if row.get("ID") is not None else str(lineno)
-            writer.write({"id": rid, "images": [image], **payload}, where)
+            extra = {"subtask": str(row["type"])} if isinstance(row.get("type"), (str, int)) and row["type"] != "" else {}
+            writer.write({"id": rid, "images": [image], **payload, **extra}, where)
     return report

@@ -33,7 +33,11 @@ Splits and conventions (paths relative to ``--data-root``):
   entry list of ``cotrain.converters.fusionrs_qa``, one ``type`` per QA family).
 * BigEarthNet.txt: the manually verified ``benchmark`` split, rows exported from the parquet as JSON
   lines, images rendered to RGB per Sentinel-2 patch (ASSUMED, see
-  ``cotrain.converters.bigearthnet_txt``); binary (yes/no) rows as vqa, multiple-choice rows as mcq.
+  ``cotrain.converters.bigearthnet_txt``); binary (yes/no) rows as vqa, multiple-choice rows as mcq,
+  captions as captioning, referring rows as grounding (hbb; Acc@0.25/0.5/0.75/0.9, mIoU and the
+  parse rate, which is the paper's instruction-following rate), and the same referring rows asked
+  for a point (``bigearthnet_txt_point``: point-in-box accuracy). The row's ``type`` is the
+  record's ``subtask``, so each result has a ``by_subtask`` table.
 
 Cache: one cache directory can serve several data roots; the fingerprint names the absolute
 source paths, so a different root rebuilds. Concurrent ranks must not prepare the same name at
@@ -195,6 +199,7 @@ _FUSION_QA_LAYOUT = ("FusionRS/test/qa.json (JSON list of {{id, rgb: 'rgb/<name>
 _BEN_LAYOUT = ("BigEarthNet.txt/BigEarthNet.txt.jsonl (rows of BigEarthNet.txt.parquet as JSON lines: ID, patch_id, "
                "input, output, split; split 'benchmark' used) + BigEarthNet.txt/images/<patch_id>.png (RGB renderings "
                "of the Sentinel-2 patches) [assumed export]")
+_BEN_BOXES = "; referring outputs are [x1, y1, x2, y2] in image pixels [assumed unit]"
 _BEN_HINT = ("Export the parquet with: python -c \"import pandas; pandas.read_parquet('BigEarthNet.txt.parquet')"
              ".to_json('BigEarthNet.txt.jsonl', orient='records', lines=True)\"")
 
@@ -282,6 +287,19 @@ _ENTRIES = [
     PublicBenchmark("bigearthnet_txt_mcq", "mcq", "mcq", _BEN_LAYOUT, "Herzog et al., BigEarthNet.txt, 2026",
                     {"max_new_tokens": 8}, _bigearthnet("mcq"),
                     ("BigEarthNet.txt/BigEarthNet.txt.jsonl", "BigEarthNet.txt/images"), hint=_BEN_HINT),
+    PublicBenchmark("bigearthnet_txt_caption", "captioning", "captioning", _BEN_LAYOUT,
+                    "Herzog et al., BigEarthNet.txt, 2026", {"max_new_tokens": 256}, _bigearthnet("caption"),
+                    ("BigEarthNet.txt/BigEarthNet.txt.jsonl", "BigEarthNet.txt/images"), hint=_BEN_HINT),
+    PublicBenchmark("bigearthnet_txt_referring", "grounding", "grounding", _BEN_LAYOUT + _BEN_BOXES,
+                    "Herzog et al., BigEarthNet.txt, 2026",
+                    {"box_format": "hbb", "iou_thresholds": [0.25, 0.5, 0.75, 0.9], "max_new_tokens": 48},
+                    _bigearthnet("referring"), ("BigEarthNet.txt/BigEarthNet.txt.jsonl", "BigEarthNet.txt/images"),
+                    hint=_BEN_HINT),
+    PublicBenchmark("bigearthnet_txt_point", "grounding", "grounding", _BEN_LAYOUT + _BEN_BOXES,
+                    "Herzog et al., BigEarthNet.txt, 2026 (the referring rows asked for a point, scored "
+                    "point-in-box)", {"box_format": "point", "max_new_tokens": 24},
+                    _bigearthnet("referring"), ("BigEarthNet.txt/BigEarthNet.txt.jsonl", "BigEarthNet.txt/images"),
+                    hint=_BEN_HINT),
 ]
 
 PUBLIC_BENCHMARKS: dict[str, PublicBenchmark] = {b.name: b for b in _ENTRIES}

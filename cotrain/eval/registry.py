@@ -46,7 +46,8 @@ class BenchmarkOptions:
     """
 
     box_format: str | None = None
-    """Box format of prompts and answers: hbb, obb or quad (grounding and detection)."""
+    """Box format of prompts and answers: hbb, obb or quad (grounding and detection); point (grounding: scored as
+    point-in-target accuracy)."""
     prompt_style: str | None = None
     """plain or json answers."""
     classes: list[str] | None = None
@@ -83,8 +84,8 @@ class BenchmarkOptions:
             raise ConfigError(f"aggregate={self.aggregate!r}; use accuracy (psum) or mae (nsum)")
         if self.ir_texts not in (None, "auto", "captions", "ir_captions"):
             raise ConfigError(f"ir_texts={self.ir_texts!r}; use auto, captions or ir_captions")
-        if self.box_format not in (None, "hbb", "obb", "quad"):
-            raise ConfigError(f"box_format={self.box_format!r}; use hbb, obb or quad")
+        if self.box_format not in (None, "hbb", "obb", "quad", "point"):
+            raise ConfigError(f"box_format={self.box_format!r}; use hbb, obb, quad or point (grounding: point-in-target)")
         if self.prompt_style not in (None, "plain", "json"):
             raise ConfigError(f"prompt_style={self.prompt_style!r}; use plain or json")
         for name in ("min_pixels", "max_pixels", "max_new_tokens", "max_samples", "captions_per_image"):

@@ -21,7 +21,7 @@ from cotrain.boxes import BoxCodec
 from cotrain.errors import ConfigError
 from cotrain.resolution import resized_wh_of
 from cotrain.geometry.iou import box_iou
-from cotrain.geometry.quads import enclosing_hbb
+from cotrain.geometry.quads import enclosing_hbb, point_in_box
 from cotrain.metrics.answers import (
     classification_match,
     counting_summary,
@@ -32,7 +32,7 @@ from cotrain.metrics.answers import (
     vqa_match,
     yes_no_of,
 )
-from cotrain.metrics.grounding import grounding_summary, mean_normalised_hbb, scale_normalised_hbb
+from cotrain.metrics.grounding import grounding_summary, mean_normalised_hbb, point_summary, scale_normalised_hbb
 from cotrain.plugins import PLUGIN_GROUP, load_plugins
 
 YES_NO = ("yes", "no")
@@ -81,6 +81,8 @@ def score_sample(metric: str, record: dict, response: str, *, images: list[dict]
         w, h = resized_wh_of(img)
         kind = "rotated" if "quad" in target or "obb" in target else "hbb"
         box_format = options.get("box_format", "quad")
+        if box_format == "point":
+            return _score_point(text, target, kind, img, (w, h), codec)
         if box_format == "hbb" and kind == "rotated":
             # the prompt asked for (and training taught) the enclosing axis-aligned box of a rotated target
             target, kind = enclosing_hbb(target), "hbb (enclosing a rotated target)"
@@ -107,6 +109,21 @@ def score_sample(metric: str, record: dict, response: str, *, images: list[dict]
     raise ValueError(f"metric {metric!r} is not scored per sample")
 
 
+def _score_point(text: str, target: dict, kind: str, img: dict, resized: tuple[int, int], codec: BoxCodec) -> dict:
+    """A pointing answer: ``inside`` when the parsed point lies in the target's outline (ORIGINAL pixels).
+
+    A point beyond the frame is flagged ``outside`` and scored as it is (never clipped: clipping could
+    move it onto a target that touches the image border)."""
+    values = codec.parse(text, "point")
+    if values is None:
+        return {"inside": False, "parsed": False, "kind": kind}
+    orig = (int(img["width"]), int(img["height"]))
+    flags = _box_flags(values, "point", codec.frame_limits(orig, resized))
+    pred = codec.to_original(values, "point", orig, resized)
+    return {"inside": point_in_box(pred["point"], target), "parsed": True, "kind": kind,
+            "pred_point": pred["point"], **flags}
+
+
 def _box_flags(values: list[float], box_format: str, limits: tuple[int, int]) -> dict:
     """Diagnostics of a parsed box: ``reversed`` (hbb with x1 > x2 or y1 > y2) and ``outside`` (a coordinate
     beyond the codec's frame: negative, or past the resized image / 999, as a box in the other family's
@@ -127,7 +144,22 @@ def _share(n: int, d: int) -> float | None:
 
 def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec: BoxCodec,
               options: dict) -> dict[str, Any]:
-    """Numbers of one benchmark from its scored rows (``rows[i]["index"]`` keys ``records``)."""
+    """Numbers of one benchmark from its scored rows (``rows[i]["index"]`` keys ``records``).
+
+    When records name a ``subtask`` (BigEarthNet.txt's task types, say), ``by_subtask`` holds the same
+    numbers for each subtask's rows (records without one under ``"-"``), as the paper's tables report them.
+    """
+    out = _summarise(metric, rows, records, codec=codec, options=options)
+    ok = [r for r in rows if not r.get("error")]
+    subtask = {r["index"]: records[r["index"]].get("subtask", "-") for r in ok}
+    if metric != "mixed" and set(subtask.values()) - {"-"}:
+        out["by_subtask"] = {name: _summarise(metric, [r for r in ok if subtask[r["index"]] == name], records,
+                                              codec=codec, options=options) for name in sorted(set(subtask.values()))}
+    return out
+
+
+def _summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec: BoxCodec,
+               options: dict) -> dict[str, Any]:
     ok = [r for r in rows if not r.get("error")]
     if metric == "mixed":
         from cotrain.eval.registry import TASK_METRIC
@@ -172,6 +204,11 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
     elif metric == "mcq":
         out.update(mcq_summary([r["score"]["extracted"] for r in ok], [r["score"]["answer"] for r in ok],
                                [r["score"]["n_choices"] for r in ok]))
+    elif metric == "grounding" and options.get("box_format") == "point":
+        out.update(point_summary([bool(r["score"]["inside"]) for r in ok]))
+        out["parse_rate"] = sum(bool(r["score"]["parsed"]) for r in ok) / len(ok)
+        out["outside_frame"] = sum(bool(r["score"].get("outside")) for r in ok)
+        out["fixed_point_baseline"] = _fixed_point_baseline(ok, records, options)
     elif metric == "grounding":
         thresholds = tuple(options.get("iou_thresholds") or (0.5, 0.7, 0.9))
         out.update(grounding_summary([float(r["score"]["iou"]) for r in ok], thresholds))
@@ -216,6 +253,17 @@ def _fixed_box_baseline(rows: list[dict], records: dict[int, dict], options: dic
     ious = [box_iou({"hbb": scale_normalised_hbb(mean, wh)}, t) for t, wh in scored]
     out = grounding_summary([min(1.0, max(0.0, v)) for v in ious], thresholds)
     out["box"] = [round(v, 4) for v in mean]
+    return out
+
+
+def _fixed_point_baseline(rows: list[dict], records: dict[int, dict], options: dict) -> dict:
+    """Point accuracy of ONE point (the mean of the targets' centres, as a fraction of each image's size)
+    given for every question: the pointing twin of ``_fixed_box_baseline``, fitted on the evaluated targets."""
+    scored = [_scored_target(records[r["index"]], options) for r in rows]
+    centres = [(enclosing_hbb(t)["hbb"], wh) for t, wh in scored]
+    cx, cy, _, _ = mean_normalised_hbb([([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] * 2, wh) for b, wh in centres])
+    out = point_summary([point_in_box([cx * w, cy * h], t) for t, (w, h) in scored])
+    out["point"] = [round(cx, 4), round(cy, 4)]
     return out
 
 

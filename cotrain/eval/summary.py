@@ -14,7 +14,7 @@ HEADLINE = {
     "classification": ["accuracy", "accuracy_contains (lenient)", "chance", "majority_baseline"],
     "vqa": ["accuracy", "accuracy_yes_no", "accuracy_number", "accuracy_other", "counting_mae", "majority_baseline"],
     "mcq": ["accuracy", "instruction_following", "chance"],
-    "grounding": ["acc@0.5", "acc@0.7", "acc@0.9", "miou", "parse_rate"],
+    "grounding": ["acc@0.5", "acc@0.7", "acc@0.9", "miou", "point_accuracy", "parse_rate"],
     "captioning": ["CIDEr", "BLEU-1", "BLEU-4", "METEOR", "ROUGE-L"],
     "detection": ["APnc50", "APnc75", "APnc50:95", "mF1", "objects_parsed", "objects_gt"],
     "triplet_retrieval": ["mean_recall", "chance_mean_recall", "ir2text_r@1", "text2ir_r@1", "rgb2ir_r@1",
@@ -22,7 +22,7 @@ HEADLINE = {
     "retrieval": ["mean_recall", "chance_mean_recall", "txt_r@1", "txt_r@5", "txt_r@10", "img_r@1", "img_r@5", "img_r@10"],
 }
 
-LOGGED_KEYS = ("accuracy", "acc@0.5", "miou", "instruction_following", "CIDEr", "BLEU-4", "APnc50", "mF1",
+LOGGED_KEYS = ("accuracy", "acc@0.5", "miou", "point_accuracy", "instruction_following", "CIDEr", "BLEU-4", "APnc50", "mF1",
                "counting_mae", "accuracy_yes_no")
 """Numbers an evaluation inside training logs (tensorboard / log history) when a set has them."""
 
@@ -73,11 +73,35 @@ def report_markdown(results: dict[str, dict], model_key: dict | None = None) -> 
             lines.append("| skipped | " + ", ".join(f"{r}: {n}" for r, n in sorted(m["skipped"].items())) + " |")
         if m.get("parse"):
             lines.append("| parse | " + ", ".join(f"{k}: {v}" for k, v in m["parse"].items() if v) + " |")
+    lines += subtask_tables(results)
     lines.append("")
     lines.append("Strict answer matching throughout; a lenient \"contains\" score appears only when asked for "
                  "and is labelled so. Empty or unparseable answers count as wrong; skipped records (missing or "
                  "corrupt images) are not in n.")
     return "\n".join(lines) + "\n"
+
+
+def _table_keys(m: dict) -> list[str]:
+    """The headline keys a benchmark reports, with every Acc@t of a grounding set (Acc@0.25 .. Acc@0.9)."""
+    keys = [k for k in HEADLINE.get(m["metric"], []) if m.get(k) is not None]
+    extra = sorted((k for k in m if k.startswith("acc@") and k not in keys), key=lambda k: float(k[4:]))
+    return sorted(keys + extra, key=lambda k: (not k.startswith("acc@"), float(k[4:]) if k.startswith("acc@") else 0))
+
+
+def subtask_tables(results: dict[str, dict]) -> list[str]:
+    """Markdown lines: for each benchmark with ``by_subtask``, its headline numbers per subtask (one column each,
+    then ``all``), shaped like the BigEarthNet.txt tables (tasks as columns, metrics as rows)."""
+    lines = []
+    for name, m in results.items():
+        subs = m.get("by_subtask")
+        if not subs:
+            continue
+        cols = list(subs)
+        lines += ["", f"## {name} by subtask", "", "| metric | " + " | ".join(cols) + " | all |",
+                  "|---|" + "---|" * (len(cols) + 1)]
+        for key in _table_keys(m) + ["n"]:
+            lines.append(f"| {key} | " + " | ".join(_fmt(subs[c].get(key)) for c in cols) + f" | {_fmt(m.get(key))} |")
+    return lines
 
 
 PSUM_KEYS = {"classification": "accuracy", "vqa": "accuracy", "mcq": "accuracy", "grounding": "acc@0.5"}

@@ -22,6 +22,7 @@ from cotrain.geometry.quads import (
                                     is_convex_quad,
                                     obb_to_quad,
                                     order_quad,
+                                    point_in_box,
                                     polygon_area,
                                     quad_area,
                                     quad_to_hbb,
@@ -29,5 +30,5 @@ from cotrain.geometry.quads import (
 )
 
 __all__ = ["box_iou", "box_to_quad", "enclosing_hbb", "hbb_to_quad", "iou_matrix", "iou_pairs", "is_convex_quad",
-           "min_area_rect", "obb_to_quad", "order_quad", "order_quads", "polygon_area", "quad_area", "quad_to_hbb",
+           "min_area_rect", "obb_to_quad", "order_quad", "order_quads", "point_in_box", "polygon_area", "quad_area", "quad_to_hbb",
            "quad_to_obb", "rbox_iou", "rboxes_to_quads"]

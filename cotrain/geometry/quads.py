@@ -192,3 +192,26 @@ def ninth_box(name: str, width: float, height: float) -> list[float]:
             c = row.index(name)
             return [c * width / 3, r * height / 3, (c + 1) * width / 3, (r + 1) * height / 3]
     raise KeyError(f"{name!r} is not one of {[n for row in NINTHS for n in row]}")
+
+
+def point_in_box(point: Sequence[float], box: dict, tol: float = 1e-9) -> bool:
+    """True when ``point`` (x, y) lies inside ``box`` or on its outline (points of a referring answer).
+
+    The outline is the box's ``box_to_quad`` (an hbb's rectangle, a quad in ``order_quad`` order, an
+    obb's corners); the test is the even-odd crossing rule plus a distance-to-edge check, so a point
+    on an edge or a vertex counts as inside (``tol`` in pixels), for convex and non-convex outlines.
+    """
+    x, y = float(point[0]), float(point[1])
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return False
+    pts = _pairs([float(v) for v in box_to_quad(box)])
+    inside = False
+    for (ax, ay), (bx, by) in zip(pts, pts[1:] + pts[:1]):
+        ex, ey = bx - ax, by - ay
+        length2 = ex * ex + ey * ey
+        t = 0.0 if length2 == 0 else min(1.0, max(0.0, ((x - ax) * ex + (y - ay) * ey) / length2))
+        if math.hypot(x - (ax + t * ex), y - (ay + t * ey)) <= tol:
+            return True
+        if (ay > y) != (by > y) and x < ax + (y - ay) * ex / ey:
+            inside = not inside
+    return inside

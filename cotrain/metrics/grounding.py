@@ -1,4 +1,5 @@
-"""Visual grounding metrics: the Acc@IoU / mIoU summary over a set of grounding answers.
+"""Visual grounding metrics: the Acc@IoU / mIoU summary over a set of grounding answers, and the
+point-in-target accuracy of pointing answers.
 
 The IoU of two record boxes is ``cotrain.geometry.box_iou`` (the same exact convex-quad IoU the
 detection metrics use), so a box means the same thing here as in training targets.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["grounding_summary", "mean_normalised_hbb", "scale_normalised_hbb"]
+__all__ = ["grounding_summary", "mean_normalised_hbb", "point_summary", "scale_normalised_hbb"]
 
 
 def grounding_summary(ious: Sequence[float], thresholds: Sequence[float] = (0.5, 0.7, 0.9)) -> dict:
@@ -30,6 +31,13 @@ def grounding_summary(ious: Sequence[float], thresholds: Sequence[float] = (0.5,
     out["miou"] = sum(ious) / n if n else None
     out["n"] = n
     return out
+
+
+def point_summary(inside: Sequence[bool]) -> dict:
+    """``point_accuracy`` (share of pointing answers inside their target, the point-in-instance accuracy)
+    and ``n``. One flag per question; an answer without a parsable point must be passed as False."""
+    n = len(inside)
+    return {"point_accuracy": sum(1 for v in inside if v) / n if n else None, "n": n}
 
 
 def mean_normalised_hbb(boxes_wh: Sequence[tuple[Sequence[float], tuple[int, int]]]) -> list[float]:

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from cotrain.boxes import BOX_KINDS, BoxCodec
+from cotrain.boxes import CODEC_KINDS, BoxCodec
 from cotrain.errors import ConfigError, RecordError
 from cotrain.tasks.base import BuildContext, Conversation, template_rng
 from cotrain.tasks.dialogue import build_conversation_task
@@ -56,9 +56,13 @@ def build_conversation(record: dict, *, image_root: str | Path, resized_sizes: l
     if task not in TASK_BUILDERS:
         raise RecordError(f"unknown task {task!r}; valid tasks: {', '.join(TASK_BUILDERS)}. Set 'task' to one of them",
                           record_id=record.get("id"), field="task")
-    if box_format not in BOX_KINDS:
-        raise ConfigError(f"box_format={box_format!r} is not one of {', '.join(BOX_KINDS)}; fix the dataset's "
+    if box_format not in CODEC_KINDS:
+        raise ConfigError(f"box_format={box_format!r} is not one of {', '.join(CODEC_KINDS)}; fix the dataset's "
                           "'box_format'")
+    if box_format == "point" and task in ("detection", "conversation"):
+        raise RecordError(f"box_format point answers one referring expression with a point; a {task} record's "
+                          "boxes would lose their extent. Set the dataset's box_format to hbb, obb or quad",
+                          record_id=record.get("id"), field="box_format")
     if prompt_style not in PROMPT_STYLES:
         raise ConfigError(f"prompt_style={prompt_style!r} is not one of {', '.join(PROMPT_STYLES)}; fix the "
                           "dataset's 'prompt_style'")

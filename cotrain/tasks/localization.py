@@ -2,7 +2,9 @@
 
 Boxes are rendered by the codec for the RESIZED image in the requested box format; an hbb target
 asked as quad/obb is rendered losslessly from its corners, a quad asked as hbb becomes its
-enclosing box. Targets keep the boxes in ORIGINAL pixels. Must not parse model output (that is
+enclosing box. A grounding answer asked as ``point`` is the record's ``point`` (a point inside the
+target, for targets whose centre may fall outside them) else the target's centre. Targets keep the
+boxes in ORIGINAL pixels. Must not parse model output (that is
 ``cotrain.boxes``) or compute metrics.
 """
 
@@ -20,6 +22,8 @@ def build_grounding(record: dict, ctx: BuildContext) -> tuple[list[dict], dict]:
     question = template.format(expression=expression, image=ctx.image_noun(),
                                box_desc=T.BOX_DESCRIPTIONS[ctx.box_format])
     box = record["target"]
+    if ctx.box_format == "point" and "point" in record:
+        box = {"point": list(record["point"])}  # the records' point lies on image 0
     answer = ctx.box_text(box, label=expression if ctx.prompt_style == "json" else None)
     target = {"box": dict(box), "box_format": ctx.box_format, "rendered": ctx.render(box)}
     return [ctx.user(question), assistant(answer)], target

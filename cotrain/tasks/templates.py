@@ -27,6 +27,7 @@ BOX_DESCRIPTIONS = {
     "hbb": "bounding box [x1, y1, x2, y2]",
     "obb": "oriented bounding box [cx, cy, w, h, angle]",
     "quad": "four corner points [x1, y1, x2, y2, x3, y3, x4, y4]",
+    "point": "point [x, y]",
 }
 
 CLASSIFICATION = (

@@ -14,9 +14,13 @@ they differ only in the red-edge, near-infrared and short-wave-infrared bands (t
 NIR). A model that sees only a true-colour composite cannot tell them apart; one that sees B08 can.
 
 Records (``records/<dataset>_<split>.jsonl``, split by patch: every 10th val, the next test):
-``ms_cls`` (classification of the dominant class), ``ms_vqa`` (binary: "Is there water?"),
-``ms_mcq`` (which class dominates, 4 choices) and ``ms_cap`` (captioning); every record holds the S2
-image (``modality: ms``, 12 bands with ``band_files``) and the S1 image (``modality: sar``). ``ms_pair``:
+``ms_cls`` (classification of the dominant class), ``ms_vqa`` (binary, subtask ``Pr`` "Is there
+water?" or ``A`` "Does <class> cover more than half of the patch?", drawn per patch), ``ms_mcq``
+(which class dominates, 4 choices, subtask ``A``), ``ms_cap`` (captioning), ``ms_ref`` (referring
+expression detection: "the area covered by <dominant class>" -> the hbb of its square) and
+``ms_point`` (the same expression with ``point``, the square's centre, for ``box_format: point``);
+every record holds the S2 image (``modality: ms``, 12 bands with ``band_files``) and the S1 image
+(``modality: sar``). ``ms_pair``:
 the patches dominated by meadow or artificial turf, classified between those two (chance 0.5), S2 only.
 Band statistics of the training patches: ``stats/s2.json`` (the 10 / 20 m bands) and ``stats/s1.json``.
 """
@@ -46,22 +50,22 @@ BACKSCATTER = {"water": (-22.0, -28.0), "forest": (-8.0, -14.0), "meadow": (-11.
                "artificial_turf": (-11.0, -18.0), "bare_soil": (-13.0, -21.0), "urban": (-5.0, -12.0)}
 """(VV, VH) in dB per class."""
 SIDE = 120
-MULTISENSOR_VERSION = "2"
+MULTISENSOR_VERSION = "3"
 DATASETS = {"ms_cls": "classification", "ms_vqa": "vqa", "ms_mcq": "mcq", "ms_cap": "captioning",
-            "ms_pair": "classification"}
+            "ms_ref": "grounding", "ms_point": "grounding", "ms_pair": "classification"}
 PAIR = ("meadow", "artificial_turf")
 """Identical in RGB, apart in NIR: ``ms_pair`` is the binary classification of patches dominated by one of them."""
 
 
-def _cover(rng: np.random.Generator) -> tuple[np.ndarray, str, str, float]:
-    """(class index map, dominant, other, dominant share)."""
+def _cover(rng: np.random.Generator) -> tuple[np.ndarray, str, str, float, list[int]]:
+    """(class index map, dominant, other, dominant share, the dominant square's hbb in pixels)."""
     main, other = rng.choice(len(CLASSES), 2, replace=False)
     share = rng.uniform(0.6, 0.85)
     w = int(round(SIDE * np.sqrt(share)))
-    x0, y0 = rng.integers(0, SIDE - w + 1, size=2)
+    x0, y0 = (int(v) for v in rng.integers(0, SIDE - w + 1, size=2))
     m = np.full((SIDE, SIDE), other)
     m[y0:y0 + w, x0:x0 + w] = main
-    return m, CLASSES[main], CLASSES[other], float((m == main).mean())
+    return m, CLASSES[main], CLASSES[other], float((m == main).mean()), [x0, y0, x0 + w, y0 + w]
 
 
 def _write_tif(path: Path, arr: np.ndarray) -> None:
@@ -76,7 +80,7 @@ def _write_tif(path: Path, arr: np.ndarray) -> None:
 
 def render_patch(root: Path, pid: str, rng: np.random.Generator) -> dict:
     """Write one patch's S2 band files and S1 file; return its entries and facts."""
-    m, main, other, share = _cover(rng)
+    m, main, other, share, box = _cover(rng)
     sig = np.array([SIGNATURES[c] for c in CLASSES], np.float64)[m]  # (H, W, 12)
     files = {}
     for k, band in enumerate(_ORDER):
@@ -95,7 +99,7 @@ def render_patch(root: Path, pid: str, rng: np.random.Generator) -> dict:
           "band_files": files}
     sar = {"path": s1_path, "modality": "sar", "width": SIDE, "height": SIDE, "bands": list(S1_BANDS),
            "sar_scale": "db"}
-    return {"images": [s2, sar], "main": main, "other": other, "share": share}
+    return {"images": [s2, sar], "main": main, "other": other, "share": share, "box": box}
 
 
 def _phrase(c: str) -> str:
@@ -115,15 +119,25 @@ def patch_records(pid: str, p: dict, rng: np.random.Generator) -> dict[str, dict
     if p["main"] in PAIR:
         pair = {"ms_pair": {"images": p["images"][:1], "id": f"{pid}-pair", "task": "classification", "label": main,
                             "classes": [_phrase(c) for c in PAIR]}}
+    asked = classes[int(rng.integers(len(classes)))]
+    if rng.random() < 0.5:
+        vqa = {"question": "Is there water in the image?", "answer": "yes" if has_water else "no", "subtask": "Pr"}
+    else:
+        vqa = {"question": f"Does {asked} cover more than half of the patch?",
+               "answer": "yes" if asked == main else "no", "subtask": "A"}
+    region = {"expression": f"the area covered by {main}", "target": {"hbb": list(p["box"])}}
+    x1, y1, x2, y2 = p["box"]
     return {**pair,
         "ms_cls": {**base, "id": f"{pid}-cls", "task": "classification", "label": main, "classes": classes},
-        "ms_vqa": {**base, "id": f"{pid}-vqa", "task": "vqa", "question": "Is there water in the image?",
-                   "answer": "yes" if has_water else "no", "answer_type": "yes_no"},
+        "ms_vqa": {**base, "id": f"{pid}-vqa", "task": "vqa", **vqa, "answer_type": "yes_no"},
         "ms_mcq": {**base, "id": f"{pid}-mcq", "task": "mcq", "question": "Which land cover dominates the patch?",
-                   "choices": choices, "answer": int(np.flatnonzero(order == 0)[0])},
+                   "choices": choices, "answer": int(np.flatnonzero(order == 0)[0]), "subtask": "A"},
         "ms_cap": {**base, "id": f"{pid}-cap", "task": "captioning", "caption_style": "scene",
                    "captions": [f"A Sentinel patch mostly covered by {main} ({round(100 * p['share'])}%), with "
                                 f"{other} around it."]},
+        "ms_ref": {**base, "id": f"{pid}-ref", "task": "grounding", **region, "subtask": "RED"},
+        "ms_point": {**base, "id": f"{pid}-point", "task": "grounding", **region,
+                     "point": [(x1 + x2) / 2, (y1 + y2) / 2], "subtask": "point"},
     }
 
 

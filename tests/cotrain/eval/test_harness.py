@@ -209,7 +209,7 @@ def test_benchmark_definitions_and_errors(data_root, tmp_path):
         ("classification\noptions: {max_new_tokenz: 8}",
          "(?i)unknown config key .*max_new_tokenz.*did you mean 'max_new_tokens'"),
         ("classification\nmax_new_tokens: many", "max_new_tokens: expected an integer, got 'many'"),
-        ("grounding\nbox_format: rbox", "box_format='rbox'; use hbb, obb or quad"),
+        ("grounding\nbox_format: rbox", "box_format='rbox'; use hbb, obb, quad or point"),
     ]
     for tail, message in bad_suites:
         suite.write_text(f"name: a\nrecords: r.jsonl\ntask: {tail}\n")

@@ -168,12 +168,23 @@ def _bigearthnet(root: Path, kind: str) -> dict:
         {"ID": 4, "s1_name": "S1_a", "patch_id": "S2A_patch_1", "input": "Is there water?", "output": "no",
          "type": "presence", "split": "train"},                                 # other split
         {"ID": 5, "s1_name": "S1_a", "patch_id": "S2A_patch_1", "input": "Describe the image.",
-         "output": "Fields and a forest.", "type": "caption", "split": "benchmark"},  # neither kind
+         "output": "Fields and a forest.", "type": "caption", "split": "benchmark"},
+        {"ID": 6, "s1_name": "S1_a", "patch_id": "S2A_patch_1", "input": "Detect the coniferous forest.",
+         "output": "[10, 20, 60, 80]", "type": "referring", "split": "benchmark"},
+        {"ID": 7, "s1_name": "S1_a", "patch_id": "S2A_patch_1", "input": "Detect the arable land.",
+         "output": "[0, 0, 5, 5], [6, 6, 9, 9]", "type": "referring", "split": "benchmark"},  # two boxes: skipped
+        {"ID": 8, "s1_name": "S1_a", "patch_id": "S2A_patch_1", "input": "Name it.", "output": "Forest",
+         "type": "other", "split": "benchmark"},                                # no kind (one word)
     ]
     base.mkdir(parents=True, exist_ok=True)
     (base / "BigEarthNet.txt.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     if kind == "binary":
-        return {"1": {"answer": "Yes", "answer_type": "yes_no", "question": "Is there any forest in the image?"}}
+        return {"1": {"answer": "Yes", "answer_type": "yes_no", "question": "Is there any forest in the image?",
+                      "subtask": "presence"}}
+    if kind == "caption":
+        return {"5": {"captions": ["Fields and a forest."], "subtask": "caption"}}
+    if kind == "referring":
+        return {"6": {"expression": "Detect the coniferous forest.", "target": {"hbb": [10.0, 20.0, 60.0, 80.0]}}}
     return {"2": {"question": "Which class covers the largest area?",
                   "choices": ["Arable land", "Coniferous forest", "Urban fabric"], "answer": 1},
             "3": {"choices": ["Winter", "Summer"], "answer": 1}}
@@ -208,6 +219,9 @@ BUILDERS = {
     "fusionrs_ir_cue_qa": lambda r: _fusion(r, "ir_cue"),
     "bigearthnet_txt_binary": lambda r: _bigearthnet(r, "binary"),
     "bigearthnet_txt_mcq": lambda r: _bigearthnet(r, "mcq"),
+    "bigearthnet_txt_caption": lambda r: _bigearthnet(r, "caption"),
+    "bigearthnet_txt_referring": lambda r: _bigearthnet(r, "referring"),
+    "bigearthnet_txt_point": lambda r: _bigearthnet(r, "referring"),
 }
 
 

@@ -218,3 +218,16 @@ def test_detection_answer_by_hand_and_multi_image_objects_refused():
               classes=["car"])
     with pytest.raises(RecordError, match="image other than the first"):
         build(two, box_format="hbb")
+
+
+def test_grounding_as_a_point_and_point_refused_where_boxes_need_extent():
+    # 1000x500 -> 448x224 (scale 0.448): the record's point (150, 100) -> (67.2, 44.8) -> [67, 45]; without a
+    # point, the target's centre (200, 150) -> (89.6, 67.2) -> [90, 67]
+    conv = build(rec("grounding", point=[150, 100]), box_format="point")
+    assert final_answer(conv) == "[67, 45]" and "point [x, y]" in texts(conv.messages[0])
+    assert final_answer(build(rec("grounding"), box_format="point")) == "[90, 67]"
+    json_answer = final_answer(build(rec("grounding"), box_format="point", prompt_style="json"))
+    assert '"point_2d": [90, 67]' in json_answer
+    for task in ("detection", "conversation"):
+        with pytest.raises(RecordError, match="box_format point"):
+            build(rec(task), box_format="point")
