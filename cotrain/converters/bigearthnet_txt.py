@@ -27,8 +27,10 @@ one-line reshaping away):
     (brackets, parentheses, braces, ``<>``, commas, spaces, JSON ``bbox_2d`` / ``bbox`` keys
     allowed, no other words). Their unit is the option ``box_units``: ``pixels`` of the image
     (default; BigEarthNet's 10 m grid is 120 x 120), ``thousandths`` of the side (0..1000, the
-    Qwen2-VL convention) or ``unit`` (0..1). The expression is the input. A row with more than one
-    box is skipped (``several_boxes``): a grounding record has one target;
+    Qwen2-VL convention) or ``unit`` (0..1). The expression is the input without a leading
+    instruction verb (``referring_expression``: "Detect the forest." -> "the forest"), since the
+    grounding prompt supplies the instruction. A row with more than one box is skipped
+    (``several_boxes``): a grounding record has one target;
   - caption: any other row whose output has at least 3 words. The instruction is not kept (the
     captioning prompt is cotrain's own).
 * ``type`` (when present) becomes the record's ``subtask``, so evaluation reports each task of a
@@ -64,6 +66,8 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 _BOX_KEY = re.compile(r"[\"']?\b(?:bbox_2d|bbox)\b[\"']?")
 _BOX_PUNCTUATION = re.compile(r"^[\s\[\](){}<>,;:]*$")
 MIN_CAPTION_WORDS = 3
+_INSTRUCTION = re.compile(r"^\s*(?:please\s+)?(?:detect|locate|find|identify|mark|show|point\s+(?:to|at))\s+"
+                          r"(?:the\s+(?:bounding\s+box|box|location|position)\s+of\s+)?", re.IGNORECASE)
 
 
 def parse_options(text: str) -> tuple[str, list[str]]:
@@ -96,6 +100,14 @@ def parse_boxes(output: str) -> list[list[float]] | None:
         return None
     values = [float(v) for v in numbers]
     return [values[k:k + 4] for k in range(0, len(values), 4)]
+
+
+def referring_expression(text: str) -> str:
+    """The expression of a referring instruction: a leading "Detect" / "Locate" / "Find" / "Identify" / "Mark" /
+    "Show" / "Point to" (optionally "... the bounding box / location of") and a final period removed, since
+    cotrain's grounding prompt supplies the instruction; the whole input when no such verb leads it."""
+    stripped = _INSTRUCTION.sub("", text.strip(), count=1).rstrip(" .")
+    return stripped or text.strip()
 
 
 def row_kind(text: str, output: str) -> str | None:
@@ -153,7 +165,7 @@ def _payload(kind: str, text: str, output: str, size: tuple[int, int], box_units
         return "box_outside", (f"box {boxes[0]} read as {box_units} lies outside the {w} x {h} image; pass the "
                                f"unit the boxes are written in (box_units: {', '.join(BOX_UNITS)})")
     clip = [min(max(v, 0.0), float(w if k % 2 == 0 else h)) for k, v in enumerate((x1, y1, x2, y2))]
-    return {"task": "grounding", "expression": text.strip(), "target": {"hbb": [round(v, 3) for v in clip]}}
+    return {"task": "grounding", "expression": referring_expression(text), "target": {"hbb": [round(v, 3) for v in clip]}}
 
 
 def _image_entry(patch: str, image_dir: Path, root_dir: Path) -> dict | ConvertError:

@@ -23,6 +23,8 @@ every record holds the S2 image (``modality: ms``, 12 bands with ``band_files``)
 (``modality: sar``). ``ms_pair``:
 the patches dominated by meadow or artificial turf, classified between those two (chance 0.5), S2 only.
 Band statistics of the training patches: ``stats/s2.json`` (the 10 / 20 m bands) and ``stats/s1.json``.
+The test patches are also written as a BigEarthNet.txt release (``BigEarthNet.txt/``,
+``cotrain.data.synthetic.bigearthnet_export``) for the ``bigearthnet_txt_*`` benchmarks.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cotrain.data.synthetic.bigearthnet_export import write_bigearthnet_txt_export
 from cotrain.data.synthetic.generate import fresh_manifest
 from cotrain.files import write_jsonl_atomic
 from cotrain.sensors import S1_BANDS, S2_RESOLUTION_M
@@ -160,8 +163,10 @@ def generate_multisensor_data(out_dir: str | Path, *, n_patches: int = 400, seed
         datasets.append({"name": name, "task": DATASETS[name], "files": files,
                          "counts": {k: len(v) for k, v in by_split.items()}})
     write_statistics_files(out, rows["ms_cls"]["train"])
+    export = write_bigearthnet_txt_export(out, [r for name in ("ms_vqa", "ms_mcq", "ms_cap", "ms_ref")
+                                                for r in rows[name]["test"]])
     manifest = {"kind": "multisensor", "version": MULTISENSOR_VERSION, "params": _params(seed, n_patches),
-                "classes": list(CLASSES), "datasets": datasets}
+                "classes": list(CLASSES), "datasets": datasets, "bigearthnet_txt_export": export}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 

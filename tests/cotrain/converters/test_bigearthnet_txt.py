@@ -13,6 +13,7 @@ from cotrain.converters.bigearthnet_txt import (
     convert_bigearthnet_txt,
     parse_boxes,
     parse_options,
+    referring_expression,
     row_kind,
 )
 from cotrain.records import read_records
@@ -71,7 +72,7 @@ def test_referring_rows_units_and_bad_boxes(tmp_path):
     assert "box_units" in " ".join(report.examples["box_outside"])
     (rec,) = read_records(tmp_path / "o.jsonl")
     assert rec["target"] == {"hbb": [12.0, 6.0, 60.0, 30.0]} and rec["subtask"] == "RED"
-    assert rec["expression"] == "Detect the forest." and rec["task"] == "grounding"
+    assert rec["expression"] == "the forest" and rec["task"] == "grounding"
     # The same box in thousandths of a 120 x 60 image: x * 120 / 1000, y * 60 / 1000 (hand-derived).
     src = _rows(tmp_path, ["[100, 100, 500, 500]"])
     convert_bigearthnet_txt(src, tmp_path / "img", tmp_path / "o.jsonl", kind="referring", box_units="thousandths")
@@ -89,3 +90,11 @@ def test_caption_rows(tmp_path):
     assert report.ignored["not_caption"] == 2
     (rec,) = read_records(tmp_path / "o.jsonl")
     assert rec["captions"] == ["Arable land next to a coniferous forest."] and rec["task"] == "captioning"
+
+
+def test_referring_expression_drops_the_instruction_verb_only():
+    assert referring_expression("Detect the forest.") == "the forest"
+    assert referring_expression("Please locate the bounding box of the largest lake.") == "the largest lake"
+    assert referring_expression("point to the urban fabric") == "the urban fabric"
+    assert referring_expression("The river north of the fields.") == "The river north of the fields"
+    assert referring_expression("Detect.") == "Detect"  # no expression follows the verb: only the period goes

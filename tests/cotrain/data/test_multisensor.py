@@ -105,3 +105,25 @@ def test_ensure_reuses_fresh_data_and_regenerates_stale(data):
     (root / "records" / "ms_pair_val.jsonl").unlink()  # a listed file is gone: generate again
     assert ensure_multisensor_data(root, n_patches=40, seed=1)["params"] == {"seed": 1, "n_patches": 40}
     assert (root / "records" / "ms_pair_val.jsonl").is_file()
+
+
+def test_referring_records_and_the_bigearthnet_txt_export_round_trip(data, tmp_path):
+    from cotrain.eval.public import prepare_public
+
+    root, manifest = data
+    refs = read_records(root / "records" / "ms_ref_test.jsonl")
+    points = {r["id"]: r for r in read_records(root / "records" / "ms_point_test.jsonl")}
+    for r in refs:  # the dominant square: 60-85% of the patch, its point the centre
+        x1, y1, x2, y2 = r["target"]["hbb"]
+        assert 0.6 * 120 * 120 - 240 <= (x2 - x1) * (y2 - y1) <= 0.85 * 120 * 120 + 240 and r["subtask"] == "RED"
+        assert points[r["id"].replace("-ref", "-point")]["point"] == [(x1 + x2) / 2, (y1 + y2) / 2]
+    assert manifest["bigearthnet_txt_export"] == {"rows": 16, "patches": 4}  # 4 test patches x 4 categories
+    bench = prepare_public("bigearthnet_txt_referring", root, tmp_path / "cache")
+    converted = {r["id"]: r for r in read_records(bench.records)}
+    assert {k: (v["expression"], v["target"]) for k, v in converted.items()} == {
+        r["id"]: (r["expression"], r["target"]) for r in refs}
+    vqa = read_records(prepare_public("bigearthnet_txt_binary", root, tmp_path / "cache").records)
+    assert {r["subtask"] for r in vqa} <= {"Pr", "A"} and all(r["answer"] in ("Yes", "No") for r in vqa)
+    mcq = read_records(prepare_public("bigearthnet_txt_mcq", root, tmp_path / "cache").records)
+    truth = {r["id"]: r for r in read_records(root / "records" / "ms_mcq_test.jsonl")}
+    assert all((m["choices"], m["answer"]) == (truth[m["id"]]["choices"], truth[m["id"]]["answer"]) for m in mcq)

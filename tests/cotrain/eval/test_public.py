@@ -184,7 +184,7 @@ def _bigearthnet(root: Path, kind: str) -> dict:
     if kind == "caption":
         return {"5": {"captions": ["Fields and a forest."], "subtask": "caption"}}
     if kind == "referring":
-        return {"6": {"expression": "Detect the coniferous forest.", "target": {"hbb": [10.0, 20.0, 60.0, 80.0]}}}
+        return {"6": {"expression": "the coniferous forest", "target": {"hbb": [10.0, 20.0, 60.0, 80.0]}}}
     return {"2": {"question": "Which class covers the largest area?",
                   "choices": ["Arable land", "Coniferous forest", "Urban fabric"], "answer": 1},
             "3": {"choices": ["Winter", "Summer"], "answer": 1}}
