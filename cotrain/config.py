@@ -135,7 +135,8 @@ class DatasetConfig:
     """Class list for prompts (default: the records' own lists, else the sorted labels seen)."""
     composite: str | None = None
     """How this dataset's ms / sar images reach the vision tower: true_colour | false_colour | sar (3 channels,
-    fixed stretches, cotrain.sensors.COMPOSITES). None = the record's own ``composite``, else by modality."""
+    fixed stretches, cotrain.sensors.COMPOSITES), applied to the images of its modality (true_colour / false_colour:
+    ms; sar: sar); the others, and None, use the record's own ``composite``, else the default of their modality."""
     sensor_branch: SensorBranchConfig | None = None
     """Feed this dataset's ms / sar images through the sensor branch: the composite in R, G, B plus each named
     band in its own channel (None = the composite alone)."""

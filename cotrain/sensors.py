@@ -240,6 +240,9 @@ COMPOSITES: dict[str, tuple[tuple[str, float, float], ...]] = {
 }
 """Documented fixed stretches (the same for every image, so brightness keeps its meaning across a dataset)."""
 DEFAULT_COMPOSITE = {"ms": "true_colour", "sar": "sar"}
+COMPOSITE_MODALITY = {"true_colour": "ms", "false_colour": "ms", "sar": "sar"}
+"""The modality each composite reads: a dataset's ``composite`` applies to its images of that modality only
+(an S2 + S1 record with ``composite: false_colour`` shows its S1 image through the default ``sar``)."""
 
 
 def composite_array(entry: dict, root: str | Path, name: str | None = None, *, rid: str = "?") -> np.ndarray:

@@ -24,6 +24,7 @@ from cotrain.boxes import BoxCodec
 from cotrain.config import DataConfig, DatasetConfig
 from cotrain.errors import BadRecordError, ConfigError, RecordError
 from cotrain.sensor_pixels import open_pixels
+from cotrain.sensors import COMPOSITE_MODALITY
 from cotrain.records import read_records
 from cotrain.resolution import ImageSizeError, random_resize, smart_resize
 from cotrain.seeding import stable_seed
@@ -180,7 +181,7 @@ class SampleBuilder:
                 classes=ld.classes, dataset=ds.name)
             for img in conv.images:  # how the dataset shows its ms / sar images
                 if img.get("modality") in ("ms", "sar"):
-                    if ds.composite:
+                    if ds.composite and COMPOSITE_MODALITY[ds.composite] == img["modality"]:
                         img["composite"] = ds.composite
                     if ds.sensor_branch is not None:
                         img["branch"] = asdict(ds.sensor_branch)

@@ -127,3 +127,43 @@ def test_referring_records_and_the_bigearthnet_txt_export_round_trip(data, tmp_p
     mcq = read_records(prepare_public("bigearthnet_txt_mcq", root, tmp_path / "cache").records)
     truth = {r["id"]: r for r in read_records(root / "records" / "ms_mcq_test.jsonl")}
     assert all((m["choices"], m["answer"]) == (truth[m["id"]]["choices"], truth[m["id"]]["answer"]) for m in mcq)
+
+
+def test_inspect_checks_band_files_instead_of_the_band_folder(data, tmp_path):
+    import shutil
+
+    from cotrain.config import DatasetConfig
+    from cotrain.data.dataset import load_dataset
+    from cotrain.recipe_report import check_image_headers
+
+    root, _ = data
+    copy = tmp_path / "ms"
+    shutil.copytree(root / "patches" / "m00002", copy / "patches" / "m00002")
+    shutil.copytree(root / "records", copy / "records")
+    (copy / "patches" / "m00002" / "S2_B08.tif").unlink()  # one band file of one patch gone
+    ds = DatasetConfig(name="ms_vqa", records=str(copy / "records" / "ms_vqa_train.jsonl"), image_root=str(copy),
+                       max_samples=1)
+    assert read_records(copy / "records" / "ms_vqa_train.jsonl")[0]["images"][0]["path"] == "patches/m00002/S2"
+    assert dict(check_image_headers(load_dataset(ds))) == {"image_missing": 1}  # the S2 entry; its S1 file is there
+    ds = DatasetConfig(name="ms_vqa", records=str(root / "records" / "ms_vqa_train.jsonl"), image_root=str(root))
+    assert not +check_image_headers(load_dataset(ds))
+
+
+def test_a_dataset_composite_applies_to_the_images_of_its_modality_only(data):
+    from cotrain.config import DataConfig, DatasetConfig
+    from cotrain.data.dataset import SampleBuilder, load_dataset
+    from cotrain.data.encoder import ChatEncoder
+    from cotrain.model.families import get_family
+    from cotrain.model.processor import build_offline_processor
+
+    root, _ = data
+    ds = DatasetConfig(name="ms_vqa", records=str(root / "records" / "ms_vqa_train.jsonl"), image_root=str(root),
+                       composite="false_colour")
+    ld = load_dataset(ds)
+    family = get_family("qwen2_5_vl")
+    builder = SampleBuilder(ChatEncoder(build_offline_processor("qwen2_5_vl"), family), family,
+                            DataConfig(min_pixels=3136, max_pixels=12544))
+    conv = builder.conversation(ld.records[0], ld, 0, 0)
+    assert [im.get("composite") for im in conv.images] == ["false_colour", None]  # S2, then S1 (default: sar)
+    s2, s1 = builder.load_pixels(conv)
+    assert s1.mode == "RGB" and s1.size == tuple(conv.images[1]["resized_wh"])
