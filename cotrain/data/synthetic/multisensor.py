@@ -1,7 +1,8 @@
 """Synthetic co-registered Sentinel-1 / Sentinel-2 patches with per-class spectral signatures.
 
 Each patch is 120 x 120 px on the 10 m grid (BigEarthNet's size). Its land cover is a dominant class
-over a random rectangle of 60-85% of the patch and a second class elsewhere, drawn from ``CLASSES``:
+over a random square of 60-85% of the patch, a second class elsewhere and a third class over a random
+16-40 px rectangle drawn on top (so the dominant class keeps at least 49%), drawn from ``CLASSES``:
 
 * S2: one GeoTIFF per band on the band's native grid (10 m: 120 px; 20 m: 60; 60 m: 20), values from
   the class signature (``SIGNATURES``, reflectance x 10,000) with 3% multiplicative Gaussian noise,
@@ -17,8 +18,8 @@ Records (``records/<dataset>_<split>.jsonl``, split by patch: every 10th val, th
 ``ms_cls`` (classification of the dominant class), ``ms_vqa`` (binary, subtask ``Pr`` "Is there
 water?" or ``A`` "Does <class> cover more than half of the patch?", drawn per patch), ``ms_mcq``
 (which class dominates, 4 choices, subtask ``A``), ``ms_cap`` (captioning), ``ms_ref`` (referring
-expression detection: "the area covered by <dominant class>" -> the hbb of its square) and
-``ms_point`` (the same expression with ``point``, the square's centre, for ``box_format: point``);
+expression detection: "the patch of <third class>" -> the hbb of its 16-40 px rectangle) and
+``ms_point`` (the same expression with ``point``, the rectangle's centre, for ``box_format: point``);
 every record holds the S2 image (``modality: ms``, 12 bands with ``band_files``) and the S1 image
 (``modality: sar``). ``ms_pair``:
 the patches dominated by meadow or artificial turf, classified between those two (chance 0.5), S2 only.
@@ -53,22 +54,28 @@ BACKSCATTER = {"water": (-22.0, -28.0), "forest": (-8.0, -14.0), "meadow": (-11.
                "artificial_turf": (-11.0, -18.0), "bare_soil": (-13.0, -21.0), "urban": (-5.0, -12.0)}
 """(VV, VH) in dB per class."""
 SIDE = 120
-MULTISENSOR_VERSION = "3"
+MULTISENSOR_VERSION = "4"
 DATASETS = {"ms_cls": "classification", "ms_vqa": "vqa", "ms_mcq": "mcq", "ms_cap": "captioning",
             "ms_ref": "grounding", "ms_point": "grounding", "ms_pair": "classification"}
 PAIR = ("meadow", "artificial_turf")
 """Identical in RGB, apart in NIR: ``ms_pair`` is the binary classification of patches dominated by one of them."""
 
 
-def _cover(rng: np.random.Generator) -> tuple[np.ndarray, str, str, float, list[int]]:
-    """(class index map, dominant, other, dominant share, the dominant square's hbb in pixels)."""
-    main, other = rng.choice(len(CLASSES), 2, replace=False)
-    share = rng.uniform(0.6, 0.85)
-    w = int(round(SIDE * np.sqrt(share)))
+def _cover(rng: np.random.Generator) -> dict:
+    """The land cover: ``map`` (class index per pixel), ``main`` (the dominant class, a square of 60-85% of
+    the patch), ``other`` (everywhere else), ``third`` (a rectangle of 16-40 px per side anywhere, drawn
+    last), ``box`` (that rectangle's hbb) and ``shares`` (class -> share of the pixels)."""
+    main, other, third = rng.choice(len(CLASSES), 3, replace=False)
+    w = int(round(SIDE * np.sqrt(rng.uniform(0.6, 0.85))))
     x0, y0 = (int(v) for v in rng.integers(0, SIDE - w + 1, size=2))
     m = np.full((SIDE, SIDE), other)
     m[y0:y0 + w, x0:x0 + w] = main
-    return m, CLASSES[main], CLASSES[other], float((m == main).mean()), [x0, y0, x0 + w, y0 + w]
+    bw, bh = (int(v) for v in rng.integers(16, 41, size=2))
+    bx, by = int(rng.integers(0, SIDE - bw + 1)), int(rng.integers(0, SIDE - bh + 1))
+    m[by:by + bh, bx:bx + bw] = third
+    shares = {CLASSES[k]: float((m == k).mean()) for k in (main, other, third)}
+    return {"map": m, "main": CLASSES[main], "other": CLASSES[other], "third": CLASSES[third],
+            "box": [bx, by, bx + bw, by + bh], "shares": shares}
 
 
 def _write_tif(path: Path, arr: np.ndarray) -> None:
@@ -83,7 +90,8 @@ def _write_tif(path: Path, arr: np.ndarray) -> None:
 
 def render_patch(root: Path, pid: str, rng: np.random.Generator) -> dict:
     """Write one patch's S2 band files and S1 file; return its entries and facts."""
-    m, main, other, share, box = _cover(rng)
+    cover = _cover(rng)
+    m = cover.pop("map")
     sig = np.array([SIGNATURES[c] for c in CLASSES], np.float64)[m]  # (H, W, 12)
     files = {}
     for k, band in enumerate(_ORDER):
@@ -102,7 +110,7 @@ def render_patch(root: Path, pid: str, rng: np.random.Generator) -> dict:
           "band_files": files}
     sar = {"path": s1_path, "modality": "sar", "width": SIDE, "height": SIDE, "bands": list(S1_BANDS),
            "sar_scale": "db"}
-    return {"images": [s2, sar], "main": main, "other": other, "share": share, "box": box}
+    return {"images": [s2, sar], **cover}
 
 
 def _phrase(c: str) -> str:
@@ -111,8 +119,9 @@ def _phrase(c: str) -> str:
 
 def patch_records(pid: str, p: dict, rng: np.random.Generator) -> dict[str, dict]:
     classes = [_phrase(c) for c in CLASSES]
-    main, other = _phrase(p["main"]), _phrase(p["other"])
-    has_water = "water" in (p["main"], p["other"])
+    main, other, third = _phrase(p["main"]), _phrase(p["other"]), _phrase(p["third"])
+    shares = {_phrase(c): v for c, v in p["shares"].items()}
+    has_water = shares.get("water", 0.0) > 0
     wrong = [c for c in classes if c != main]
     choices = [main, *rng.choice(wrong, 3, replace=False).tolist()]
     order = rng.permutation(4)
@@ -127,8 +136,8 @@ def patch_records(pid: str, p: dict, rng: np.random.Generator) -> dict[str, dict
         vqa = {"question": "Is there water in the image?", "answer": "yes" if has_water else "no", "subtask": "Pr"}
     else:
         vqa = {"question": f"Does {asked} cover more than half of the patch?",
-               "answer": "yes" if asked == main else "no", "subtask": "A"}
-    region = {"expression": f"the area covered by {main}", "target": {"hbb": list(p["box"])}}
+               "answer": "yes" if shares.get(asked, 0.0) > 0.5 else "no", "subtask": "A"}
+    region = {"expression": f"the patch of {third}", "target": {"hbb": list(p["box"])}}
     x1, y1, x2, y2 = p["box"]
     return {**pair,
         "ms_cls": {**base, "id": f"{pid}-cls", "task": "classification", "label": main, "classes": classes},
@@ -136,8 +145,8 @@ def patch_records(pid: str, p: dict, rng: np.random.Generator) -> dict[str, dict
         "ms_mcq": {**base, "id": f"{pid}-mcq", "task": "mcq", "question": "Which land cover dominates the patch?",
                    "choices": choices, "answer": int(np.flatnonzero(order == 0)[0]), "subtask": "A"},
         "ms_cap": {**base, "id": f"{pid}-cap", "task": "captioning", "caption_style": "scene",
-                   "captions": [f"A Sentinel patch mostly covered by {main} ({round(100 * p['share'])}%), with "
-                                f"{other} around it."]},
+                   "captions": [f"A Sentinel patch mostly covered by {main} ({round(100 * shares[main])}%), with "
+                                f"{other} around it and a patch of {third}."]},
         "ms_ref": {**base, "id": f"{pid}-ref", "task": "grounding", **region, "subtask": "RED"},
         "ms_point": {**base, "id": f"{pid}-point", "task": "grounding", **region,
                      "point": [(x1 + x2) / 2, (y1 + y2) / 2], "subtask": "point"},

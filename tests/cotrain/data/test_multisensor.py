@@ -113,9 +113,10 @@ def test_referring_records_and_the_bigearthnet_txt_export_round_trip(data, tmp_p
     root, manifest = data
     refs = read_records(root / "records" / "ms_ref_test.jsonl")
     points = {r["id"]: r for r in read_records(root / "records" / "ms_point_test.jsonl")}
-    for r in refs:  # the dominant square: 60-85% of the patch, its point the centre
+    for r in refs:  # the third class's rectangle: 16-40 px a side, its point the centre
         x1, y1, x2, y2 = r["target"]["hbb"]
-        assert 0.6 * 120 * 120 - 240 <= (x2 - x1) * (y2 - y1) <= 0.85 * 120 * 120 + 240 and r["subtask"] == "RED"
+        assert 16 <= x2 - x1 <= 40 and 16 <= y2 - y1 <= 40 and r["subtask"] == "RED"
+        assert r["expression"].startswith("the patch of ")
         assert points[r["id"].replace("-ref", "-point")]["point"] == [(x1 + x2) / 2, (y1 + y2) / 2]
     assert manifest["bigearthnet_txt_export"] == {"rows": 16, "patches": 4}  # 4 test patches x 4 categories
     bench = prepare_public("bigearthnet_txt_referring", root, tmp_path / "cache")
