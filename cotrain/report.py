@@ -85,6 +85,8 @@ def _baselines(m: dict) -> str:
     if fixed:
         key = "acc@0.5" if "acc@0.5" in fixed else "APnc50"
         parts.append(f"fixed box {key} {fixed[key]:.3f}")
+    if m.get("fixed_point_baseline"):
+        parts.append(f"fixed point {m['fixed_point_baseline']['point_accuracy']:.3f}")
     return ", ".join(parts) or "-"
 
 
@@ -179,6 +181,8 @@ def write_report(out_dir: Path, *, summary: dict, metrics: dict, log_history: li
         if "mF1" in m:
             base_f1 = m.get("fixed_box_baseline", {}).get("mF1")
             notes.append(f"mF1 {m['mF1']:.3f}" + (f" (fixed box {base_f1:.3f})" if base_f1 is not None else ""))
+        if "point_accuracy" in m:
+            notes.append(f"parsed {m['parse_rate']:.2f}, beyond the frame {m['outside_frame']}")
         if isinstance(m.get("parse"), dict):
             p = m["parse"]
             notes.append(f"objects parsed {m.get('objects_parsed')}/{m.get('objects_gt')} GT, malformed lines "

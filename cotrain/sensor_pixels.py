@@ -48,14 +48,20 @@ class BandImage:
         return self.composite.height
 
 
-_STATS: dict[str, dict] = {}
+_STATS: dict[tuple, dict] = {}
 
 
 def statistics(path: str | Path) -> dict[str, dict]:
-    """The band statistics file ``path`` (``cotrain sensors stats``), read once per process."""
+    """The band statistics file ``path`` (``cotrain sensors stats``), read once per process and version of the
+    file (its size and modification time): a file rewritten in the same process is read again."""
     from cotrain.sensors import read_statistics
 
-    key = str(Path(path).resolve())
+    resolved = Path(path).resolve()
+    try:
+        st = resolved.stat()
+        key = (str(resolved), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return read_statistics(path)  # its error names the missing file and the command that writes it
     if key not in _STATS:
         _STATS[key] = read_statistics(path)
     return _STATS[key]

@@ -30,6 +30,7 @@ from PIL import Image
 
 from cotrain.errors import BadRecordError, ModelLoadError
 from cotrain.model.families import FamilySpec, get_family
+from cotrain.model.sensor_branch import has_branch
 
 IGNORE_INDEX = -100
 """Label value the loss ignores."""
@@ -88,7 +89,7 @@ class ChatEncoder:
                  channels: tuple[str, ...] | None = None):
         self.processor = processor
         # the model's input channels (cotrain.model.sensor_branch.channel_layout); None / R, G, B: a plain RGB model
-        self.channels = tuple(channels) if channels and len(channels) > 3 else None
+        self.channels = tuple(channels) if has_branch(channels) else None
         self.tokenizer = processor.tokenizer
         self.image_processor = processor.image_processor
         self.family = family if isinstance(family, FamilySpec) else get_family(family)

@@ -146,13 +146,14 @@ def summarise(metric: str, rows: list[dict], records: dict[int, dict], *, codec:
               options: dict) -> dict[str, Any]:
     """Numbers of one benchmark from its scored rows (``rows[i]["index"]`` keys ``records``).
 
-    When records name a ``subtask`` (BigEarthNet.txt's task types, say), ``by_subtask`` holds the same
-    numbers for each subtask's rows (records without one under ``"-"``), as the paper's tables report them.
+    When records name a ``subtask`` (BigEarthNet.txt's task types, say) and there are two or more,
+    ``by_subtask`` holds the same numbers for each subtask's rows (records without one under ``"-"``),
+    as the paper's tables report them.
     """
     out = _summarise(metric, rows, records, codec=codec, options=options)
     ok = [r for r in rows if not r.get("error")]
     subtask = {r["index"]: records[r["index"]].get("subtask", "-") for r in ok}
-    if metric != "mixed" and set(subtask.values()) - {"-"}:
+    if metric != "mixed" and set(subtask.values()) - {"-"} and len(set(subtask.values())) > 1:
         out["by_subtask"] = {name: _summarise(metric, [r for r in ok if subtask[r["index"]] == name], records,
                                               codec=codec, options=options) for name in sorted(set(subtask.values()))}
     return out

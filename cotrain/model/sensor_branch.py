@@ -62,6 +62,11 @@ def channel_layout(model_or_config) -> tuple[str, ...]:
     return tuple(layout) if layout else RGB_CHANNELS
 
 
+def has_branch(layout) -> bool:
+    """Whether a channel layout (a tuple, a list, or None) holds band channels beyond R, G, B."""
+    return bool(layout) and len(layout) > len(RGB_CHANNELS)
+
+
 def widen_patch_embed(model, bands: list[str], init: str = "zeros") -> tuple[str, ...]:
     """Add a channel for every band of ``bands`` the model lacks; returns the new layout (unchanged if none)."""
     if init not in INITS:

@@ -150,9 +150,9 @@ def apply_freeze(model, model_cfg) -> dict[str, dict]:
 
 def _open_sensor_branch(model, model_cfg) -> None:
     """A widened patch embedding (``cotrain.model.sensor_branch``) trains when model.train_sensor_branch is on."""
-    from cotrain.model.sensor_branch import channel_layout, patch_embed
+    from cotrain.model.sensor_branch import channel_layout, has_branch, patch_embed
 
-    if len(channel_layout(model.config)) > 3 and getattr(model_cfg, "train_sensor_branch", True):
+    if has_branch(channel_layout(model.config)) and getattr(model_cfg, "train_sensor_branch", True):
         for p in patch_embed(model).parameters():
             p.requires_grad_(True)
 
@@ -312,8 +312,9 @@ def load_with_adapter(base_model, adapter_dir: str | os.PathLike, *, is_trainabl
     meta_file = path / ADAPTER_META_FILE
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        if len(meta.get("sensor_channels") or ()) > 3:  # trained with a sensor branch: widen the base to its layout
-            from cotrain.model.sensor_branch import widen_patch_embed
+        from cotrain.model.sensor_branch import has_branch, widen_patch_embed
+
+        if has_branch(meta.get("sensor_channels")):  # trained with a sensor branch: widen the base to its layout
 
             widen_patch_embed(base_model, meta["sensor_channels"][3:])
         facts = _base_facts(base_model)

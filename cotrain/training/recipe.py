@@ -155,14 +155,14 @@ def sensor_bands(cfg: RunConfig) -> list[str]:
 
 def widen_for_sensors(model, cfg: RunConfig) -> None:
     """Give the model an input channel for each band of the recipe's sensor branches that it lacks."""
-    from cotrain.model.sensor_branch import channel_layout, widen_patch_embed
+    from cotrain.model.sensor_branch import channel_layout, has_branch, widen_patch_embed
 
     bands = sensor_bands(cfg)
     if not bands:
         return
     had = channel_layout(model)
     new = widen_patch_embed(model, bands, cfg.model.sensor_init)
-    if len(had) > 3 and new != had:
+    if has_branch(had) and new != had:
         log.warning("model.path %s had a sensor branch for %s; band(s) %s are new and start from %s kernels",
                     cfg.model.path, ", ".join(had[3:]), ", ".join(new[len(had):]), cfg.model.sensor_init)
 

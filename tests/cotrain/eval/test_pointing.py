@@ -83,6 +83,8 @@ def test_by_subtask_summaries_and_the_paper_shaped_table():
     assert [ln.split(" | ")[0] for ln in lines[5:]] == ["| acc@0.25", "| acc@0.5", "| acc@0.75", "| acc@0.9",
                                                         "| miou", "| parse_rate", "| n"]
     assert lines[6] == "| acc@0.5 | 0.5000 | 1.0000 | 0.6667 |"
+    one = {0: records[0], 1: records[1]}  # a single subtask: the overall numbers are its numbers
+    assert "by_subtask" not in summarise("grounding", rows[:2], one, codec=CODEC, options=opts)
     report = report_markdown({"ben_ref": {**out, "metric": "grounding", "task": "grounding", "skipped": {}}})
     assert "## ben_ref by subtask" in report
 

@@ -257,3 +257,21 @@ def test_recipe_errors_name_the_fix(ms_root, tmp_path):
     cfg = load_config(None, [base[0].replace("STATS", str(tmp_path / "s.json"))])
     with pytest.raises(ConfigError, match=r"no statistics for band\(s\) B08"):
         check_files(cfg)
+
+
+def test_statistics_are_read_again_when_the_file_changes(tmp_path):
+    import os
+
+    from cotrain.sensor_pixels import statistics
+    from cotrain.sensors import write_statistics
+
+    path = tmp_path / "s2.json"
+    write_statistics({"B08": {"mean": 1.0, "std": 2.0}}, path)
+    assert statistics(path)["B08"]["mean"] == 1.0
+    write_statistics({"B08": {"mean": 5.0, "std": 2.0}}, path)  # same size: only the time tells them apart
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert statistics(path)["B08"]["mean"] == 5.0
+    path.unlink()
+    with pytest.raises(ConfigError, match="cannot read band statistics"):
+        statistics(path)
