@@ -20,8 +20,8 @@ water?" or ``A`` "Does <class> cover more than half of the patch?", drawn per pa
 (which class dominates, 4 choices, subtask ``A``), ``ms_cap`` (captioning), ``ms_ref`` (referring
 expression detection: "the patch of <third class>" -> the hbb of its 16-40 px rectangle) and
 ``ms_point`` (the same expression with ``point``, the rectangle's centre, for ``box_format: point``);
-every record holds the S2 image (``modality: ms``, 12 bands with ``band_files``) and the S1 image
-(``modality: sar``). ``ms_pair``:
+every record holds the S2 image (``modality: ms``, 12 bands with ``band_files``); ``ms_cls`` records
+also hold the co-registered S1 image (``modality: sar``). ``ms_pair``:
 the patches dominated by meadow or artificial turf, classified between those two (chance 0.5), S2 only.
 Band statistics of the training patches: ``stats/s2.json`` (the 10 / 20 m bands) and ``stats/s1.json``.
 The test patches are also written as a BigEarthNet.txt release (``BigEarthNet.txt/``,
@@ -54,7 +54,7 @@ BACKSCATTER = {"water": (-22.0, -28.0), "forest": (-8.0, -14.0), "meadow": (-11.
                "artificial_turf": (-11.0, -18.0), "bare_soil": (-13.0, -21.0), "urban": (-5.0, -12.0)}
 """(VV, VH) in dB per class."""
 SIDE = 120
-MULTISENSOR_VERSION = "4"
+MULTISENSOR_VERSION = "5"
 DATASETS = {"ms_cls": "classification", "ms_vqa": "vqa", "ms_mcq": "mcq", "ms_cap": "captioning",
             "ms_ref": "grounding", "ms_point": "grounding", "ms_pair": "classification"}
 PAIR = ("meadow", "artificial_turf")
@@ -126,7 +126,7 @@ def patch_records(pid: str, p: dict, rng: np.random.Generator) -> dict[str, dict
     choices = [main, *rng.choice(wrong, 3, replace=False).tolist()]
     order = rng.permutation(4)
     choices = [choices[i] for i in order]
-    base = {"images": p["images"]}
+    base = {"images": p["images"][:1]}  # the S2 image: what BigEarthNet.txt's renderings show (ms_cls adds S1)
     pair = {}
     if p["main"] in PAIR:
         pair = {"ms_pair": {"images": p["images"][:1], "id": f"{pid}-pair", "task": "classification", "label": main,
@@ -140,7 +140,7 @@ def patch_records(pid: str, p: dict, rng: np.random.Generator) -> dict[str, dict
     region = {"expression": f"the patch of {third}", "target": {"hbb": list(p["box"])}}
     x1, y1, x2, y2 = p["box"]
     return {**pair,
-        "ms_cls": {**base, "id": f"{pid}-cls", "task": "classification", "label": main, "classes": classes},
+        "ms_cls": {"images": p["images"], "id": f"{pid}-cls", "task": "classification", "label": main, "classes": classes},
         "ms_vqa": {**base, "id": f"{pid}-vqa", "task": "vqa", **vqa, "answer_type": "yes_no"},
         "ms_mcq": {**base, "id": f"{pid}-mcq", "task": "mcq", "question": "Which land cover dominates the patch?",
                    "choices": choices, "answer": int(np.flatnonzero(order == 0)[0]), "subtask": "A"},

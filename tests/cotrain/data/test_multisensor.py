@@ -22,9 +22,9 @@ def test_records_for_every_task_and_split(data):
     pair = read_records(root / "records" / "ms_pair_train.jsonl")
     assert len(pair) == counts["ms_pair"]["train"] > 0
     assert all(r["label"] in ("meadow", "artificial turf") and len(r["images"]) == 1 for r in pair)
-    for name in ("ms_cls", "ms_vqa", "ms_mcq", "ms_cap"):
+    for name in ("ms_cls", "ms_vqa", "ms_mcq", "ms_cap", "ms_ref", "ms_point"):
         recs = read_records(root / "records" / f"{name}_train.jsonl")  # validated
-        assert [im["modality"] for im in recs[0]["images"]] == ["ms", "sar"]
+        assert [im["modality"] for im in recs[0]["images"]] == (["ms", "sar"] if name == "ms_cls" else ["ms"])
 
 
 def test_bands_read_on_the_10m_grid_and_meadow_and_turf_differ_only_beyond_rgb(data):
@@ -142,11 +142,11 @@ def test_inspect_checks_band_files_instead_of_the_band_folder(data, tmp_path):
     shutil.copytree(root / "patches" / "m00002", copy / "patches" / "m00002")
     shutil.copytree(root / "records", copy / "records")
     (copy / "patches" / "m00002" / "S2_B08.tif").unlink()  # one band file of one patch gone
-    ds = DatasetConfig(name="ms_vqa", records=str(copy / "records" / "ms_vqa_train.jsonl"), image_root=str(copy),
+    ds = DatasetConfig(name="ms_cls", records=str(copy / "records" / "ms_cls_train.jsonl"), image_root=str(copy),
                        max_samples=1)
-    assert read_records(copy / "records" / "ms_vqa_train.jsonl")[0]["images"][0]["path"] == "patches/m00002/S2"
+    assert read_records(copy / "records" / "ms_cls_train.jsonl")[0]["images"][0]["path"] == "patches/m00002/S2"
     assert dict(check_image_headers(load_dataset(ds))) == {"image_missing": 1}  # the S2 entry; its S1 file is there
-    ds = DatasetConfig(name="ms_vqa", records=str(root / "records" / "ms_vqa_train.jsonl"), image_root=str(root))
+    ds = DatasetConfig(name="ms_cls", records=str(root / "records" / "ms_cls_train.jsonl"), image_root=str(root))
     assert not +check_image_headers(load_dataset(ds))
 
 
@@ -158,7 +158,7 @@ def test_a_dataset_composite_applies_to_the_images_of_its_modality_only(data):
     from cotrain.model.processor import build_offline_processor
 
     root, _ = data
-    ds = DatasetConfig(name="ms_vqa", records=str(root / "records" / "ms_vqa_train.jsonl"), image_root=str(root),
+    ds = DatasetConfig(name="ms_cls", records=str(root / "records" / "ms_cls_train.jsonl"), image_root=str(root),
                        composite="false_colour")
     ld = load_dataset(ds)
     family = get_family("qwen2_5_vl")
