@@ -65,7 +65,7 @@ def report_markdown(results: dict[str, dict], model_key: dict | None = None) -> 
                      f"{f'{first} {_fmt(m[first])}' if first else '-'} |")
     for name, m in results.items():
         lines += ["", f"## {name}", "", "| metric | value |", "|---|---|"]
-        keys = [k for k in HEADLINE.get(m["metric"], []) if k in m]
+        keys = [k for k in _table_keys(m) if k in m]
         keys += [k for k in sorted(m) if k not in keys and k not in ("benchmark", "task", "metric", "skipped", "parse")
                  and not isinstance(m[k], (dict, list))]
         lines += [f"| {k} | {_fmt(m[k])} |" for k in keys]
