@@ -15,6 +15,19 @@ def data(tmp_path_factory):
     return root, generate_multisensor_data(root, n_patches=40, seed=1)
 
 
+def _builder():
+    """The sample builder of a tiny Qwen2.5-VL at the demo recipes' pixel budget (112 px)."""
+    from cotrain.config import DataConfig
+    from cotrain.data.dataset import SampleBuilder
+    from cotrain.data.encoder import ChatEncoder
+    from cotrain.model.families import get_family
+    from cotrain.model.processor import build_offline_processor
+
+    family = get_family("qwen2_5_vl")
+    return SampleBuilder(ChatEncoder(build_offline_processor("qwen2_5_vl"), family), family,
+                         DataConfig(min_pixels=3136, max_pixels=12544))
+
+
 def test_records_for_every_task_and_split(data):
     root, manifest = data
     counts = {d["name"]: d["counts"] for d in manifest["datasets"]}
@@ -54,21 +67,16 @@ def test_bands_read_on_the_10m_grid_and_meadow_and_turf_differ_only_beyond_rgb(d
 
 
 def test_the_dataset_composite_reaches_training_and_held_out_prompts(data, monkeypatch):
-    from cotrain.config import DataConfig, DatasetConfig, EvalConfig
-    from cotrain.data.dataset import SampleBuilder, load_dataset
-    from cotrain.data.encoder import ChatEncoder
+    from cotrain.config import DatasetConfig, EvalConfig
+    from cotrain.data.dataset import load_dataset
     from cotrain.eval.training import benchmarks_for
-    from cotrain.model.families import get_family
-    from cotrain.model.processor import build_offline_processor
 
     root, _ = data
     monkeypatch.chdir(root.parent)  # a relative image root, as recipes usually give it
     ds = DatasetConfig(name="ms_pair", records=str(root / "records" / "ms_pair_train.jsonl"), image_root=root.name,
                        composite="false_colour")
     ld = load_dataset(ds)
-    family = get_family("qwen2_5_vl")
-    builder = SampleBuilder(ChatEncoder(build_offline_processor("qwen2_5_vl"), family), family,
-                            DataConfig(min_pixels=3136, max_pixels=12544))
+    builder = _builder()
     conv = builder.conversation(ld.records[0], ld, 0, 0)
     assert conv.images[0]["composite"] == "false_colour"
     (im,) = builder.load_pixels(conv)  # band files resolved against the dataset's image root
@@ -151,19 +159,14 @@ def test_inspect_checks_band_files_instead_of_the_band_folder(data, tmp_path):
 
 
 def test_a_dataset_composite_applies_to_the_images_of_its_modality_only(data):
-    from cotrain.config import DataConfig, DatasetConfig
-    from cotrain.data.dataset import SampleBuilder, load_dataset
-    from cotrain.data.encoder import ChatEncoder
-    from cotrain.model.families import get_family
-    from cotrain.model.processor import build_offline_processor
+    from cotrain.config import DatasetConfig
+    from cotrain.data.dataset import load_dataset
 
     root, _ = data
     ds = DatasetConfig(name="ms_cls", records=str(root / "records" / "ms_cls_train.jsonl"), image_root=str(root),
                        composite="false_colour")
     ld = load_dataset(ds)
-    family = get_family("qwen2_5_vl")
-    builder = SampleBuilder(ChatEncoder(build_offline_processor("qwen2_5_vl"), family), family,
-                            DataConfig(min_pixels=3136, max_pixels=12544))
+    builder = _builder()
     conv = builder.conversation(ld.records[0], ld, 0, 0)
     assert [im.get("composite") for im in conv.images] == ["false_colour", None]  # S2, then S1 (default: sar)
     s2, s1 = builder.load_pixels(conv)
