@@ -70,10 +70,12 @@ def run_recipe(spec: dict) -> dict:
 
     ct.CotrainTrainer = Spy
     run_training(load_config(raw=spec["recipe"]))  # rank > 0 returns no summary
-    history = trainers[0].state.log_history
-    local = dict(trainers[0].accounting.samples_by_dataset)
+    trainer = trainers[0]
+    history = trainer.state.log_history
+    local = dict(trainer.accounting.samples_by_dataset)
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
     return {"losses": [h["loss"] for h in history if "loss" in h],
-            "steps": trainers[0].state.global_step,
+            "steps": trainer.state.global_step, "zero_stage": plugin.zero_stage if plugin else 0,
             "local_samples": local, "summed_samples": all_reduce_counts(local),
             "keepalive": stats}
 

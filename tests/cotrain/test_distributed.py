@@ -338,6 +338,7 @@ def test_ddp_zero2_zero3_give_the_same_losses(one_node_runs):
     runs, out = one_node_runs
     ddp = runs[None][0]["losses"]
     assert len(ddp) == 4 and all(r[0]["steps"] == 4 for r in runs.values())
+    assert [runs[ds][0]["zero_stage"] for ds in (None, "zero2", "zero3")] == [0, 2, 3]
     for ds in ("zero2", "zero3"):
         # same data, init and fp32 math; only the reduction route differs (bucketed all-reduce vs
         # reduce-scatter/all-gather of flat fp32 buffers), so agreement is to float rounding
@@ -426,3 +427,34 @@ def test_torchrun_clip_trains_on_the_global_batch(data_root, torch_extensions, t
     assert len(two["losses"]) == len(one) == 3
     assert two["losses"] == pytest.approx(one, rel=1e-4)
 
+
+
+@pytest.mark.slow
+def test_sensor_branch_under_zero3_gives_the_losses_of_ddp(torch_extensions, tmp_path):
+    """The widened patch embedding (S2 bands in their own channels) trains under ZeRO-3 as under DDP, and
+    the saved model keeps its layout."""
+    import json as _json
+
+    from cotrain.data.synthetic.multisensor import generate_multisensor_data
+
+    root = tmp_path / "ms"
+    generate_multisensor_data(root, n_patches=30, seed=2)
+    branch = {"bands": ["B02", "B03", "B04", "B08", "B11"], "stats": str(root / "stats" / "s2.json")}
+
+    def recipe(ds):
+        return {"run_name": f"branch-{ds}",
+                "data": {"data_root": str(root), "min_pixels": 3136, "max_pixels": 3136, "max_length": 512,
+                         "datasets": [{"name": "ms_cls", "records": "${data_root}/records/ms_cls_train.jsonl",
+                                       "image_root": "${data_root}", "composite": "true_colour",
+                                       "sensor_branch": branch}]},
+                "model": {"tiny": {"hidden_size": 64}},
+                "train": {"output_dir": str(tmp_path / str(ds)), "batch_size": 2, "max_steps": 3, "logging_steps": 1,
+                          "learning_rate": 1e-3, "save_steps": 0, "deepspeed": ds},
+                "eval": {"enabled": False}}
+
+    runs = {ds: _torchrun("recipe", {"recipe": recipe(ds)}, torch_extensions) for ds in (None, "zero3")}
+    assert len(runs[None][0]["losses"]) == 3
+    assert (runs[None][0]["zero_stage"], runs["zero3"][0]["zero_stage"]) == (0, 3)  # ZeRO-3 really engaged
+    assert runs["zero3"][0]["losses"] == pytest.approx(runs[None][0]["losses"], rel=1e-4)
+    saved = _json.loads((tmp_path / "zero3" / "final" / "config.json").read_text())
+    assert saved["sensor_channels"][3:] == branch["bands"] and saved["vision_config"]["in_channels"] == 8
