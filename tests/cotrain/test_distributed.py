@@ -428,13 +428,10 @@ def test_torchrun_clip_trains_on_the_global_batch(data_root, torch_extensions, t
     assert two["losses"] == pytest.approx(one, rel=1e-4)
 
 
-
 @pytest.mark.slow
 def test_sensor_branch_under_zero3_gives_the_losses_of_ddp(torch_extensions, tmp_path):
     """The widened patch embedding (S2 bands in their own channels) trains under ZeRO-3 as under DDP, and
     the saved model keeps its layout."""
-    import json as _json
-
     from cotrain.data.synthetic.multisensor import generate_multisensor_data
 
     root = tmp_path / "ms"
@@ -456,5 +453,5 @@ def test_sensor_branch_under_zero3_gives_the_losses_of_ddp(torch_extensions, tmp
     assert len(runs[None][0]["losses"]) == 3
     assert (runs[None][0]["zero_stage"], runs["zero3"][0]["zero_stage"]) == (0, 3)  # ZeRO-3 really engaged
     assert runs["zero3"][0]["losses"] == pytest.approx(runs[None][0]["losses"], rel=1e-4)
-    saved = _json.loads((tmp_path / "zero3" / "final" / "config.json").read_text())
+    saved = json.loads((tmp_path / "zero3" / "final" / "config.json").read_text())
     assert saved["sensor_channels"][3:] == branch["bands"] and saved["vision_config"]["in_channels"] == 8
