@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--bandwidth-scale", type=float, default=1.0,
                    help="multiplier of the median-heuristic sigma (default 1; below 1 a more local kernel)")
     s.add_argument("--max-references", type=int, default=20000)
+    s.add_argument("--texts", choices=("all", "ir", "first"), default="all",
+                   help="lesson 2: the texts each IR image is paired with; a record's loss is the mean over them "
+                   "(all: ir_captions then captions, the default; ir: ir_captions; first: one caption)")
+    s.add_argument("--pair-batch", type=int, default=256, help="lesson 2: pairs per contrastive batch (default 256)")
     s.add_argument("--knobs", default=None, help="knobs.jsonl of the synthetic IR difficulty set: also print "
                    "Spearman's rho of each lesson against each knob")
     s.add_argument("--seed", type=int, default=0)
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, summary = score_difficulty(
             read_records(args.records), args.image_root, encoder=encoder, before=before, after=after,
             visible_records=visible, visible_root=args.visible_root, bandwidth=args.bandwidth,
-            bandwidth_scale=args.bandwidth_scale,
+            bandwidth_scale=args.bandwidth_scale, texts=args.texts, pair_batch=args.pair_batch,
             max_references=args.max_references, seed=args.seed, progress=not args.no_progress)
         write_jsonl_atomic(args.out, rows)
     except CotrainError as e:

@@ -19,7 +19,8 @@ alpha itself: the curriculum ranks it ASCENDING (the pairs the warm-up helped mo
 ``pair_losses``: per pair, the symmetric InfoNCE row loss (mean of the IR->text and text->IR cross
 entropies of that pair) inside fixed, deterministic batches of ``batch`` pairs (record order; a last batch of
 one pair joins the one before), the same batches before and after the warm-up, so l and l' see the
-same negatives.
+same negatives. ``record_pair_losses``: a record with several texts (captions) gets the mean of its
+pairs' losses, each text slot batched on its own.
 """
 
 from __future__ import annotations
@@ -84,3 +85,28 @@ def pair_losses(image_emb: np.ndarray, text_emb: np.ndarray, scale: float, batch
 
         out[s:e] = ((lse(logits, 1) - diag) + (lse(logits, 0) - diag)) / 2
     return out
+
+
+def record_pair_losses(image_emb: np.ndarray, text_emb: np.ndarray, n_texts: list[int], scale: float,
+                       batch: int = 256) -> np.ndarray:
+    """Per record, the mean ``pair_losses`` of its image with each of its texts.
+
+    ``text_emb`` holds the records' texts in record order, ``n_texts[i]`` of record i (>= 1). Slot j pairs
+    every record that has a j-th text with it, in record order, so a batch never holds two texts of one
+    image (one would be the other's false negative). A record with fewer texts sits out the later slots;
+    a later slot left with a single record is dropped (it has no negative).
+    """
+    counts = np.asarray(n_texts, dtype=np.int64)
+    if len(counts) != len(image_emb) or (counts < 1).any() or counts.sum() != len(text_emb):
+        raise ValueError(f"{len(image_emb)} images, {len(counts)} text counts (each >= 1) summing to {counts.sum()}, "
+                         f"but {len(text_emb)} text embeddings")
+    start = np.cumsum(counts) - counts
+    im, tx = np.asarray(image_emb), np.asarray(text_emb)
+    total, used = np.zeros(len(counts)), np.zeros(len(counts))
+    for j in range(int(counts.max())):
+        idx = np.flatnonzero(counts > j)
+        if j and len(idx) < 2:
+            break
+        total[idx] += pair_losses(im[idx], tx[start[idx] + j], scale, batch)
+        used[idx] += 1
+    return total / used

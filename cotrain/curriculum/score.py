@@ -2,8 +2,10 @@
 
 Records: ``triplet`` records (the IR image is ``images[1]``, the visible twin ``images[0]``) or
 single-image IR records (``captioning`` with an ``ir`` image; lesson 1 then needs visible references
-from ``visible_records``). The text of a pair is the first ``ir_captions`` entry when the record has
-one, else the first of ``captions``.
+from ``visible_records``). A record's IR image is paired with each of its texts (``pair_texts``:
+``all``, the default, is its ``ir_captions`` then its ``captions``; ``ir`` its ``ir_captions`` (else
+``captions``); ``first`` the first of those), and the record's loss l_i is the mean of its pairs'
+losses: one caption is a noisy sample of how well an image and its description align.
 
 * Lesson 1 (``cotrain.curriculum.transfer``): image features of every IR image and of the visible
   references from a frozen CLIP image tower (``encoder``: a local CLIP checkpoint); the IR references
@@ -40,11 +42,22 @@ def _entry_of(rec: dict, modality: str) -> dict:
     return rec["images"][mods.index(modality)]
 
 
-def pair_text(rec: dict) -> str:
-    caps = rec.get("ir_captions") or rec.get("captions")
-    if not caps:
+TEXTS = ("all", "ir", "first")
+
+
+def _check_texts(texts: str) -> None:
+    if texts not in TEXTS:
+        raise ConfigError(f"texts={texts!r}; use one of {', '.join(TEXTS)}")
+
+
+def pair_texts(rec: dict, texts: str = "all") -> list[str]:
+    """The texts lesson 2 pairs with the record's IR image (module docstring)."""
+    _check_texts(texts)
+    ir, orig = list(rec.get("ir_captions") or []), list(rec.get("captions") or [])
+    got = {"all": ir + orig, "ir": ir or orig, "first": (ir or orig)[:1]}[texts]
+    if not got:
         raise ConfigError(f"record {rec['id']!r} has no caption to pair its IR image with")
-    return caps[0]
+    return got
 
 
 def image_features(model, processor, records: list[dict], image_root: str | Path, which: str, *,
@@ -59,15 +72,16 @@ def image_features(model, processor, records: list[dict], image_root: str | Path
 
 
 @torch.no_grad()
-def clip_pair_losses(model, processor, images: np.ndarray, texts: list[str], batch: int) -> np.ndarray:
-    """Per-pair losses (``alignment.pair_losses``) of IR image features and their texts under one model."""
+def clip_pair_losses(model, processor, images: np.ndarray, texts: list[list[str]], batch: int) -> np.ndarray:
+    """Per record, the mean pair loss of its IR image features with each of its texts under one model
+    (``alignment.record_pair_losses``)."""
     from cotrain.contrastive.evaluate import embed_texts_batched
     from cotrain.contrastive.loss import logit_scale_value
-    from cotrain.curriculum.alignment import pair_losses
+    from cotrain.curriculum.alignment import record_pair_losses
 
-    t = embed_texts_batched(model, processor, texts)
+    emb = embed_texts_batched(model, processor, [t for ts in texts for t in ts])
     scale = float(logit_scale_value(model.logit_scale.detach()))
-    return pair_losses(images, t, scale, batch)
+    return record_pair_losses(images, emb, [len(ts) for ts in texts], scale, batch)
 
 
 def _subset(x: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -77,8 +91,9 @@ def _subset(x: np.ndarray, n: int, seed: int) -> np.ndarray:
 def score_difficulty(records: list[dict], image_root: str | Path, *, encoder: str | Path | None = None,
                      before: str | Path | None = None, after: str | Path | None = None,
                      visible_records: list[dict] | None = None, visible_root: str | Path | None = None,
-                     bandwidth: float | None = None, bandwidth_scale: float = 1.0, max_references: int = 20000, pair_batch: int = 256,
-                     seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
+                     bandwidth: float | None = None, bandwidth_scale: float = 1.0, max_references: int = 20000,
+                     pair_batch: int = 256, texts: str = "all", seed: int = 0,
+                     progress: bool = True) -> tuple[list[dict], dict]:
     """(score rows keyed by record id, summary) of both lessons, or of the one whose inputs are given."""
     from cotrain.contrastive.model import load_clip
     from cotrain.curriculum.alignment import loss_weights, variation_rate
@@ -88,6 +103,7 @@ def score_difficulty(records: list[dict], image_root: str | Path, *, encoder: st
         raise ConfigError("give encoder= (lesson 1) and/or before= and after= (lesson 2)")
     if (before is None) != (after is None):
         raise ConfigError("lesson 2 needs both CLIP checkpoints: before= (the warm-up's start) and after= (its end)")
+    _check_texts(texts)
     ids = [str(r["id"]) for r in records]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -119,7 +135,7 @@ def score_difficulty(records: list[dict], image_root: str | Path, *, encoder: st
             model, processor = load_clip(ckpt)
             model.eval()
             feats, kept2, skipped = ir_of(ckpt, model, processor)
-            losses.append(clip_pair_losses(model, processor, feats, [pair_text(records[i]) for i in kept2],
+            losses.append(clip_pair_losses(model, processor, feats, [pair_texts(records[i], texts) for i in kept2],
                                            pair_batch))
         summary["skipped"] = dict(Counter(summary["skipped"]) | skipped)
         alpha = variation_rate(losses[0], losses[1])

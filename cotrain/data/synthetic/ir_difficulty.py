@@ -17,8 +17,9 @@ knobs drawn from (seed, record index):
 
 Layout under ``out_dir``: ``images/ir/<id>.png`` (degraded IR), the RGB twins referenced where the
 demo data has them (``rgb_root``, recorded in the manifest), ``records/syn_ir_difficulty.jsonl``
-(triplet records whose image paths are relative to ``out_dir``) and ``knobs.jsonl``
-(``{"id", "image", "caption"}``).
+(triplet records whose image paths are relative to ``out_dir``), ``records/syn_ir_difficulty_caption.jsonl``
+(the same records as IR captioning records for a VLM: the degraded IR image, the corrupted IR-aware
+captions, the triplet's id, so one score file serves both) and ``knobs.jsonl`` (``{"id", "image", "caption"}``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from cotrain.data.synthetic.generate import fresh_manifest
 from cotrain.files import write_jsonl_atomic
 from cotrain.records import read_records
 
-IR_DIFFICULTY_VERSION = "2"
+IR_DIFFICULTY_VERSION = "3"
 RECORDS = "records/syn_ir_difficulty.jsonl"
+CAPTION_RECORDS = "records/syn_ir_difficulty_caption.jsonl"
 
 
 def _params(demo_root: Path, split: str, n: int | None, seed: int) -> dict:
@@ -92,10 +94,15 @@ def make_ir_difficulty_set(demo_root: str | Path, out_dir: str | Path, *, split:
     (out / "records").mkdir(exist_ok=True)
     path = out / RECORDS
     write_jsonl_atomic(path, records)
+    write_jsonl_atomic(out / CAPTION_RECORDS, [{"id": r["id"], "task": "captioning", "images": [r["images"][1]],
+                                               "captions": r["ir_captions"], "caption_style": "ir_aware"}
+                                              for r in records])
     write_jsonl_atomic(out / "knobs.jsonl", knobs)
     manifest = {"kind": "ir_difficulty", "version": IR_DIFFICULTY_VERSION, "params": _params(root, split, n, seed),
                 "datasets": [{"name": "syn_ir_difficulty", "task": "triplet", "files": {split: RECORDS},
-                              "counts": {split: len(records)}}]}
+                              "counts": {split: len(records)}},
+                             {"name": "syn_ir_difficulty_caption", "task": "captioning",
+                              "files": {split: CAPTION_RECORDS}, "counts": {split: len(records)}}]}
     (out / "manifest.json").write_text(json.dumps(manifest) + "\n")
     return path
 

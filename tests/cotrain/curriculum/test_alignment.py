@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cotrain.contrastive.loss import info_nce
-from cotrain.curriculum.alignment import loss_weights, pair_losses, variation_rate
+from cotrain.curriculum.alignment import loss_weights, pair_losses, record_pair_losses, variation_rate
 
 
 def sig(x):
@@ -56,3 +56,23 @@ def test_pair_losses_average_to_the_batch_info_nce():
     # a last batch of one pair joins the batch before it (7 pairs at batch 3: 3 + 4)
     per7 = pair_losses(np.vstack([im.numpy(), im.numpy()[:1]]), np.vstack([tx.numpy(), tx.numpy()[:1]]), 3.0, 3)
     assert per7[:3] == pytest.approx(per[:3]) and len(per7) == 7
+
+
+def test_record_pair_losses_average_each_records_texts_slot_by_slot():
+    g = torch.Generator().manual_seed(1)
+    norm = torch.nn.functional.normalize
+    im = norm(torch.randn(4, 5, generator=g), dim=-1).numpy()
+    counts = [2, 1, 3, 2]  # texts of record 0: rows 0-1, record 1: row 2, record 2: rows 3-5, record 3: rows 6-7
+    tx = norm(torch.randn(sum(counts), 5, generator=g), dim=-1).numpy()
+    got = record_pair_losses(im, tx, counts, 2.0, batch=256)
+    slot0 = pair_losses(im, tx[[0, 2, 3, 6]], 2.0)           # every record's first text
+    slot1 = pair_losses(im[[0, 2, 3]], tx[[1, 4, 7]], 2.0)   # the records with a second text
+    # slot 2 would hold record 2 alone (no negative): dropped
+    want = [(slot0[0] + slot1[0]) / 2, slot0[1], (slot0[2] + slot1[1]) / 2, (slot0[3] + slot1[2]) / 2]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # one text per record is pair_losses itself
+    np.testing.assert_allclose(record_pair_losses(im, tx[:4], [1] * 4, 2.0), pair_losses(im, tx[:4], 2.0))
+    with pytest.raises(ValueError, match="text embeddings"):
+        record_pair_losses(im, tx, [2, 1, 3, 1], 2.0)
+    with pytest.raises(ValueError, match=">= 1"):
+        record_pair_losses(im, tx[:7], [2, 0, 3, 2], 2.0)

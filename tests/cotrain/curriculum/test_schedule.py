@@ -176,3 +176,6 @@ def test_irgpt_stage_recipes():
     assert (m.train_vision, m.train_merger, m.lora.enabled, m.lora.language) == (False, True, True, True)
     warm = load_config(recipes / "irgpt_warmup_demo.yaml")
     assert warm.model.kind == "clip" and warm.data.synthetic.kind == "ir_difficulty"
+    demo = load_config(recipes / "irgpt_stage1_demo.yaml")
+    assert (demo.model.train_vision, demo.model.train_language, demo.data.packing) == (True, False, False)
+    assert demo.data.datasets[0].curriculum.loss_weights and demo.data.synthetic.kind == "ir_difficulty"

@@ -8,7 +8,7 @@ import yaml
 from PIL import Image
 
 from cotrain.curriculum.check import knob_agreement, read_knobs, spearman
-from cotrain.curriculum.score import run_warmup, score_difficulty
+from cotrain.curriculum.score import pair_texts, run_warmup, score_difficulty
 from cotrain.data.synthetic import generate_demo_data
 from cotrain.data.synthetic.ir_difficulty import make_ir_difficulty_set
 from cotrain.errors import ConfigError
@@ -68,6 +68,8 @@ def test_score_both_lessons_and_use_the_file(difficulty_set, tmp_path):
     assert summary["scored"] == len(rows) == 24 and summary["mmd2"] > 0
     assert set(rows[0]) == {"id", "transfer", "alignment", "weight"}
     assert all(0 < r["weight"] < 2 for r in rows)
+    first, _ = score_difficulty(recs, root, before=before, after=after, texts="first", progress=False)
+    assert [r["alignment"] for r in first] != pytest.approx([r["alignment"] for r in rows])  # 5 texts vs 1
     agreement = knob_agreement(rows, read_knobs(root / "knobs.jsonl"))
     assert agreement["n"] == 24 and set(agreement) >= {"transfer_vs_image", "alignment_vs_caption"}
     # the file drives a curriculum
@@ -91,6 +93,17 @@ def test_score_bad_inputs(difficulty_set, tmp_path):
         score_difficulty(recs, root, before=tmp_path)
     with pytest.raises(ConfigError, match="ids repeat"):
         score_difficulty(recs + recs[:1], root, encoder=tmp_path)
+    with pytest.raises(ConfigError, match="texts='some'; use one of all, ir, first"):
+        score_difficulty(recs, root, before=tmp_path, after=tmp_path, texts="some")
+
+
+def test_pair_texts_choices():
+    rec = {"id": "r", "captions": ["a", "b"], "ir_captions": ["x"]}
+    assert pair_texts(rec) == ["x", "a", "b"]
+    assert pair_texts(rec, "ir") == ["x"] and pair_texts(rec, "first") == ["x"]
+    assert pair_texts({"id": "r", "captions": ["a", "b"]}, "ir") == ["a", "b"]
+    with pytest.raises(ConfigError, match="record 'r' has no caption"):
+        pair_texts({"id": "r", "captions": []})
 
 
 def test_inspect_shows_the_curriculum(difficulty_set, tmp_path, capsys):
